@@ -1,0 +1,1 @@
+"""Everything that touches the kernel (or the simulated SAN standing in for it): see port.py."""

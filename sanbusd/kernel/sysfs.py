@@ -1,0 +1,329 @@
+"""Read the SCSI/FC/NPIV/multipath picture from a sysfs tree into Inventory records.
+
+One reader for both worlds: the real /sys, and the simulated SAN's tree (kernel/sim.py lays it out
+with the kernel's names and formats). A tree that is missing attributes, has odd names or loses a
+device while we read it yields records with what could be read; each gap is logged once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..inventory import FcPort, Inventory, Lun, MultipathMap, RemotePort, ScsiHost, Vport
+from .formats import (HCTL, host_number, parse_hctl, parse_roles, parse_rport_name,
+                      parse_vport_name, sysfs_wwn)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Dirty:
+    """Keys that a burst of events touched; the reader re-reads exactly these."""
+    hosts: set[int] = field(default_factory=set)
+    rports: set[str] = field(default_factory=set)
+    luns: set[HCTL] = field(default_factory=set)
+    vports: set[str] = field(default_factory=set)
+    maps: set[str] = field(default_factory=set)
+    blocks: set[str] = field(default_factory=set)   # sdX whose LUN is not known from the event
+    everything: bool = False
+
+    def __bool__(self) -> bool:
+        return self.everything or any((self.hosts, self.rports, self.luns, self.vports,
+                                       self.maps, self.blocks))
+
+    def merge(self, other: "Dirty") -> None:
+        self.hosts |= other.hosts
+        self.rports |= other.rports
+        self.luns |= other.luns
+        self.vports |= other.vports
+        self.maps |= other.maps
+        self.blocks |= other.blocks
+        self.everything |= other.everything
+
+
+class SysfsReader:
+    def __init__(self, root: str | os.PathLike = "/sys") -> None:
+        self.root = Path(root)
+        self._gaps_logged: set[tuple[str, str]] = set()
+
+    # -- small readers ------------------------------------------------------------------------
+
+    def _gap(self, where: str, attr: str, err: Exception) -> None:
+        key = (where.split("/")[0], attr)
+        if key not in self._gaps_logged:
+            self._gaps_logged.add(key)
+            log.warning("sysfs: cannot read %s/%s (%s); publishing without it",
+                        where, attr, err.__class__.__name__)
+
+    def _attr(self, d: str, attr: str, where: str, *, quiet: bool = False) -> str:
+        try:
+            with open(os.path.join(d, attr), "rb") as f:
+                return f.read(4096).decode("utf-8", "replace").strip()
+        except (OSError, ValueError) as e:
+            if not quiet:
+                self._gap(where, attr, e)
+            return ""
+
+    @staticmethod
+    def _int(text: str, default: int) -> int:
+        try:
+            return int(text, 0) if text.startswith("0x") else int(text)
+        except ValueError:
+            return default
+
+    def _listdir(self, d: str) -> list[str]:
+        try:
+            return os.listdir(d)
+        except OSError:
+            return []
+
+    def _class(self, cls: str) -> str:
+        return str(self.root / "class" / cls)
+
+    # -- records ------------------------------------------------------------------------------
+
+    def host_numbers(self) -> list[int]:
+        nums = (host_number(n) for n in self._listdir(self._class("scsi_host")))
+        return sorted(n for n in nums if n is not None)
+
+    def read_host(self, n: int) -> ScsiHost | None:
+        name = f"host{n}"
+        d = os.path.join(self._class("scsi_host"), name)
+        if not os.path.isdir(d):
+            return None
+        where = f"scsi_host/{name}"
+        driver = self._attr(d, "proc_name", where)
+        state = self._attr(d, "state", where)
+        unique_id = self._int(self._attr(d, "unique_id", where, quiet=True), 0)
+        fc = None
+        vport = ""
+        fcd = os.path.join(self._class("fc_host"), name)
+        if os.path.isdir(fcd):
+            transport = "fc"
+            fc = self._read_fc(fcd, f"fc_host/{name}")
+            vport = self._vport_of_host_dir(d)
+        elif os.path.isdir(os.path.join(self._class("iscsi_host"), name)):
+            transport = "iscsi"
+        elif os.path.isdir(os.path.join(self._class("sas_host"), name)):
+            transport = "sas"
+        else:
+            transport = "other"
+        return ScsiHost(number=n, driver=driver, state=state, unique_id=unique_id,
+                        transport=transport, fc=fc, vport=vport)
+
+    def _vport_of_host_dir(self, host_class_dir: str) -> str:
+        # The vport's scsi_host hangs below the vport device: .../hostP/vport-P:0-N/hostM/...
+        try:
+            real = os.path.realpath(host_class_dir)
+        except OSError:
+            return ""
+        for part in reversed(Path(real).parts):
+            if parse_vport_name(part):
+                return part
+        return ""
+
+    def _read_fc(self, d: str, where: str) -> FcPort:
+        a = lambda attr, quiet=False: self._attr(d, attr, where, quiet=quiet)  # noqa: E731
+        capable = os.path.exists(os.path.join(d, "vport_create"))
+        return FcPort(
+            wwnn=sysfs_wwn(a("node_name")), wwpn=sysfs_wwn(a("port_name")),
+            fabric_name=sysfs_wwn(a("fabric_name", True)), port_state=a("port_state"),
+            port_type=a("port_type", True), port_id=a("port_id", True), speed=a("speed", True),
+            symbolic_name=a("symbolic_name", True), npiv_capable=capable,
+            max_vports=self._int(a("max_npiv_vports", not capable), 0),
+            vports_in_use=self._int(a("npiv_vports_inuse", not capable), 0))
+
+    def rport_names(self) -> list[str]:
+        return sorted(n for n in self._listdir(self._class("fc_remote_ports"))
+                      if parse_rport_name(n))
+
+    def read_rport(self, name: str) -> RemotePort | None:
+        parsed = parse_rport_name(name)
+        d = os.path.join(self._class("fc_remote_ports"), name)
+        if parsed is None or not os.path.isdir(d):
+            return None
+        where = f"fc_remote_ports/{name}"
+        return RemotePort(
+            name=name, host=parsed[0], channel=parsed[1],
+            wwpn=sysfs_wwn(self._attr(d, "port_name", where)),
+            wwnn=sysfs_wwn(self._attr(d, "node_name", where)),
+            port_id=self._attr(d, "port_id", where, quiet=True),
+            roles=parse_roles(self._attr(d, "roles", where)),
+            port_state=self._attr(d, "port_state", where),
+            scsi_target_id=self._int(self._attr(d, "scsi_target_id", where), -1))
+
+    def lun_ids(self) -> list[HCTL]:
+        ids = (parse_hctl(n) for n in self._listdir(self._class("scsi_device")))
+        return sorted(h for h in ids if h is not None)
+
+    def read_lun(self, hctl: HCTL, rport_wwpn: dict[str, str] | None = None) -> Lun | None:
+        name = str(hctl)
+        d = os.path.join(self._class("scsi_device"), name, "device")
+        try:
+            real = os.path.realpath(d)
+        except OSError:
+            return None
+        if not os.path.isdir(real):
+            return None
+        where = f"scsi_device/{name}"
+        rport = ""
+        for part in Path(real).parts:
+            if part.startswith("rport-"):
+                rport = part
+        target_wwpn = ""
+        if rport:
+            if rport_wwpn is not None and rport in rport_wwpn:
+                target_wwpn = rport_wwpn[rport]
+            else:
+                target_wwpn = sysfs_wwn(self._attr(
+                    os.path.join(self._class("fc_remote_ports"), rport), "port_name", where,
+                    quiet=True))
+        blocks = self._listdir(os.path.join(real, "block"))
+        block = sorted(blocks)[0] if blocks else ""
+        size = 0
+        holder = ""
+        if block:
+            bd = os.path.join(real, "block", block)
+            size = self._int(self._attr(bd, "size", where), 0) * 512
+            holders = sorted(self._listdir(os.path.join(bd, "holders")))
+            holder = holders[0] if holders else ""
+        return Lun(
+            hctl=hctl, vendor=self._attr(real, "vendor", where),
+            model=self._attr(real, "model", where), rev=self._attr(real, "rev", where),
+            type=self._int(self._attr(real, "type", where), -1),
+            # LUNs without VPD page 0x83 (LIO ramdisks, say) answer ENXIO here: not a gap.
+            wwid=self._attr(real, "wwid", where, quiet=True),
+            state=self._attr(real, "state", where), size=size, block=block,
+            rport=rport, target_wwpn=target_wwpn, holder=holder)
+
+    def vport_names(self) -> list[str]:
+        return sorted(n for n in self._listdir(self._class("fc_vports")) if parse_vport_name(n))
+
+    def read_vport(self, name: str) -> Vport | None:
+        parsed = parse_vport_name(name)
+        d = os.path.join(self._class("fc_vports"), name)
+        if parsed is None or not os.path.isdir(d):
+            return None
+        where = f"fc_vports/{name}"
+        host = None
+        for entry in self._listdir(os.path.join(d, "device")):
+            n = host_number(entry)
+            if n is not None:
+                host = n
+        return Vport(
+            name=name, parent=parsed[0],
+            wwpn=sysfs_wwn(self._attr(d, "port_name", where)),
+            wwnn=sysfs_wwn(self._attr(d, "node_name", where)),
+            state=self._attr(d, "vport_state", where),
+            last_state=self._attr(d, "vport_last_state", where, quiet=True), host=host)
+
+    def map_names(self) -> list[str]:
+        out = []
+        for n in self._listdir(self._class("block")):
+            if n.startswith("dm-") and self._attr(
+                    os.path.join(self._class("block"), n, "dm"), "uuid", n,
+                    quiet=True).startswith("mpath-"):
+                out.append(n)
+        return sorted(out)
+
+    def read_map(self, dm: str) -> MultipathMap | None:
+        d = os.path.join(self._class("block"), dm)
+        uuid = self._attr(os.path.join(d, "dm"), "uuid", f"block/{dm}", quiet=True)
+        if not uuid.startswith("mpath-"):
+            return None
+        return MultipathMap(
+            dm=dm, name=self._attr(os.path.join(d, "dm"), "name", f"block/{dm}"),
+            wwid=uuid[len("mpath-"):],
+            size=self._int(self._attr(d, "size", f"block/{dm}"), 0) * 512,
+            slaves=tuple(sorted(self._listdir(os.path.join(d, "slaves")))))
+
+    def lun_of_block(self, block: str) -> HCTL | None:
+        try:
+            real = os.path.realpath(os.path.join(self._class("block"), block))
+        except OSError:
+            return None
+        for part in reversed(Path(real).parts):
+            h = parse_hctl(part)
+            if h:
+                return h
+        return None
+
+    # -- whole tree and partial refresh -------------------------------------------------------
+
+    def read_all(self) -> Inventory:
+        inv = Inventory()
+        for n in self.host_numbers():
+            if (h := self.read_host(n)) is not None:
+                inv.hosts[n] = h
+        for name in self.rport_names():
+            if (r := self.read_rport(name)) is not None:
+                inv.rports[name] = r
+        wwpns = {name: r.wwpn for name, r in inv.rports.items()}
+        for hctl in self.lun_ids():
+            if (lun := self.read_lun(hctl, wwpns)) is not None:
+                inv.luns[hctl] = lun
+        for name in self.vport_names():
+            if (v := self.read_vport(name)) is not None:
+                inv.vports[name] = v
+        for dm in self.map_names():
+            if (m := self.read_map(dm)) is not None:
+                inv.maps[dm] = m
+        return inv
+
+    def refresh(self, inv: Inventory, dirty: Dirty) -> tuple[Inventory, dict[str, set]]:
+        """A new Inventory with the dirty keys re-read; returns it and the keys looked at."""
+        if dirty.everything:
+            new = self.read_all()
+            return new, {"hosts": inv.hosts.keys() | new.hosts.keys(),
+                         "rports": inv.rports.keys() | new.rports.keys(),
+                         "luns": inv.luns.keys() | new.luns.keys(),
+                         "vports": inv.vports.keys() | new.vports.keys(),
+                         "maps": inv.maps.keys() | new.maps.keys()}
+        new = inv.copy()
+        hosts, rports, luns = set(dirty.hosts), set(dirty.rports), set(dirty.luns)
+        vports, maps = set(dirty.vports), set(dirty.maps)
+        for block in dirty.blocks:
+            h = self.lun_of_block(block)
+            if h is not None:
+                luns.add(h)
+            else:  # a block device that went away: find the LUN that had it
+                luns.update(k for k, v in inv.luns.items() if v.block == block)
+                maps.update(k for k, v in inv.maps.items() if block in v.slaves)
+        # A host that goes takes its ports and LUNs with it: look at all of them.
+        for n in hosts:
+            if not os.path.isdir(os.path.join(self._class("scsi_host"), f"host{n}")):
+                rports.update(k for k, r in inv.rports.items() if r.host == n)
+                luns.update(k for k in inv.luns if k.host == n)
+                vports.update(k for k, v in inv.vports.items() if v.parent == n or v.host == n)
+            else:  # a host that appears (e.g. a vport's) brings its own rports and LUNs
+                rports.update(r for r in self.rport_names() if r.startswith(f"rport-{n}:"))
+                luns.update(k for k in self.lun_ids() if k.host == n)
+        for n in hosts:
+            _put(new.hosts, n, self.read_host(n))
+        for name in rports:
+            _put(new.rports, name, self.read_rport(name))
+        wwpns = {name: r.wwpn for name, r in new.rports.items()}
+        for hctl in luns:
+            lun = self.read_lun(hctl, wwpns)
+            _put(new.luns, hctl, lun)
+            if lun is not None and lun.holder:
+                maps.add(lun.holder)
+            old = inv.luns.get(hctl)
+            if old is not None and old.holder:
+                maps.add(old.holder)
+        for name in vports:
+            _put(new.vports, name, self.read_vport(name))
+        for dm in maps:
+            _put(new.maps, dm, self.read_map(dm))
+        return new, {"hosts": hosts, "rports": rports, "luns": luns, "vports": vports,
+                     "maps": maps}
+
+
+def _put(d: dict, key, value) -> None:
+    if value is None:
+        d.pop(key, None)
+    else:
+        d[key] = value
