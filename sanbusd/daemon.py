@@ -204,8 +204,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--simulate", metavar="FABRIC",
                    help="run on a simulated SAN described by FABRIC (TOML), not the kernel")
     p.add_argument("--sim-dir", metavar="DIR",
-                   help="where the simulated SAN lays out its sysfs tree (default: a new "
-                        "temporary directory); DIR/sys can be read by lsscsi --sysfsroot")
+                   help="where the simulated SAN lays out its sysfs tree and control socket "
+                        "(default: $SANBUSD_SIM_DIR or /run/sanbusd-sim); DIR/sys can be read "
+                        "by lsscsi --sysfsroot")
     p.add_argument("--bus", default="system", metavar="system|session|ADDRESS",
                    help="the bus to serve on (default: system; honours DBUS_SYSTEM_BUS_ADDRESS)")
     p.add_argument("--sysfs-root", default="/sys", metavar="DIR",
@@ -222,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         if args.simulate:
-            kernel: Kernel = SimKernel(args.simulate, args.sim_dir)
+            from .cli.sim import default_sim_dir
+            kernel: Kernel = SimKernel(args.simulate, args.sim_dir or default_sim_dir())
             log.info("simulated SAN laid out in %s", kernel.directory)  # type: ignore[attr-defined]
         else:
             kernel = SysfsKernel(args.sysfs_root)

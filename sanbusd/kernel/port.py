@@ -84,9 +84,19 @@ class SimKernel(Kernel):
     def write(self, rel: str, data: str) -> None:
         self.sim.write(rel, data)
 
+    @property
+    def control_path(self) -> str:
+        return str(self.directory / "control")
+
     def start(self, loop, on_events, on_overflow) -> None:
+        from .control import serve
         # Sim events come from worker threads (scans) and timers: hop onto the loop.
         self.sim.set_event_sink(lambda evs: loop.call_soon_threadsafe(on_events, evs))
+        self._server_task = loop.create_task(serve(self.sim, self.control_path))
 
     def stop(self) -> None:
         self.sim.set_event_sink(None)
+        try:
+            os.unlink(self.control_path)
+        except OSError:
+            pass

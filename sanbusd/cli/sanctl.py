@@ -1,0 +1,241 @@
+"""sanctl: the command-line client of org.example.SanStorage."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+from dbus_fast import BusType, Message, MessageType, Variant
+from dbus_fast.aio import MessageBus
+
+from .. import BUS_NAME
+from ..paths import ROOT
+
+IF = "org.example.SanStorage."
+OM = "org.freedesktop.DBus.ObjectManager"
+
+
+class CliError(Exception):
+    pass
+
+
+async def connect(bus: str) -> MessageBus:
+    try:
+        if bus == "system":
+            return await MessageBus(bus_type=BusType.SYSTEM).connect()
+        if bus == "session":
+            return await MessageBus(bus_type=BusType.SESSION).connect()
+        return await MessageBus(bus_address=bus).connect()
+    except Exception as e:  # noqa: BLE001
+        raise CliError(f"cannot connect to the {bus} bus: {e}") from None
+
+
+async def call(bus: MessageBus, path: str, iface: str, member: str, sig: str = "",
+               body: list | None = None, timeout: float | None = None) -> list:
+    msg = Message(destination=BUS_NAME, path=path, interface=iface, member=member,
+                  signature=sig, body=body or [])
+    try:
+        reply = await (asyncio.wait_for(bus.call(msg), timeout) if timeout else bus.call(msg))
+    except asyncio.TimeoutError:
+        raise CliError(f"{member}: no answer within {timeout:g} s") from None
+    if reply.message_type == MessageType.ERROR:
+        text = reply.body[0] if reply.body else ""
+        raise CliError(f"{reply.error_name}: {text}")
+    return reply.body
+
+
+def plain(v: Any) -> Any:
+    """Variants -> plain Python (for JSON and printing)."""
+    if isinstance(v, Variant):
+        return plain(v.value)
+    if isinstance(v, dict):
+        return {k: plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [plain(x) for x in v]
+    return v
+
+
+async def managed_objects(bus: MessageBus) -> dict[str, dict[str, dict[str, Any]]]:
+    (objs,) = await call(bus, ROOT, OM, "GetManagedObjects")
+    return plain(objs)
+
+
+def human_size(n: int) -> str:
+    if n <= 0:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}".replace(".0 ", " ")
+        n /= 1024
+    return str(n)
+
+
+def table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    for r in rows:
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+    return "\n".join(lines)
+
+
+def _hctl_key(s: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in s.split(":"))
+
+
+def render_status(objs: dict) -> str:
+    hosts = sorted((o for o in objs.values() if IF + "ScsiHost" in o),
+                   key=lambda o: o[IF + "ScsiHost"]["Number"])
+    luns = sorted((o[IF + "Lun"] for o in objs.values() if IF + "Lun" in o),
+                  key=lambda lun: _hctl_key(lun["HCTL"]))
+    vhbas = [o[IF + "Vhba"] for o in objs.values() if IF + "Vhba" in o]
+    maps = [o[IF + "MultipathMap"] for o in objs.values() if IF + "MultipathMap" in o]
+    mgr = objs.get(ROOT + "/Manager", {}).get(IF + "Manager", {})
+    out = [f"sanbusd {mgr.get('Version', '?')} ({mgr.get('Backend', '?')} backend): "
+           f"{len(hosts)} hosts, {len(luns)} LUN paths, {len(vhbas)} vHBAs, "
+           f"{len(maps)} multipath maps", ""]
+    rows = []
+    for o in hosts:
+        h, fc = o[IF + "ScsiHost"], o.get(IF + "FcHost")
+        npiv = (f"{fc['VportsInUse']}/{fc['MaxVports']}" if fc and fc["NpivCapable"] else "-")
+        rows.append([h["Name"], h["Driver"], h["Transport"], h["State"],
+                     fc["WWPN"] if fc else "-", fc["PortState"] if fc else "-",
+                     fc["Speed"] if fc else "-", npiv, str(len(h["Luns"]))])
+    out.append("SCSI hosts")
+    out.append(table(rows, ["HOST", "DRIVER", "TRANSPORT", "STATE", "WWPN", "PORT", "SPEED",
+                            "NPIV", "LUNS"]))
+    rports = []
+    for o in hosts:
+        fc = o.get(IF + "FcHost")
+        for r in (fc or {}).get("RemotePorts", []):
+            name, wwpn, wwnn, port_id, roles, state, tid = r
+            rports.append([o[IF + "ScsiHost"]["Name"], name, wwpn, wwnn, port_id,
+                           ", ".join(roles), state, str(tid)])
+    if rports:
+        out += ["", "FC remote ports"]
+        out.append(table(rports, ["HOST", "RPORT", "WWPN", "WWNN", "PORT ID", "ROLES", "STATE",
+                                  "TARGET"]))
+    if vhbas:
+        out += ["", "NPIV vHBAs"]
+        out.append(table([[v["Name"], v["WWPN"], v["WWNN"], v["Parent"].rsplit("/", 1)[-1],
+                           v["Host"].rsplit("/", 1)[-1] if v["Host"] != "/" else "-", v["State"]]
+                          for v in vhbas], ["VPORT", "WWPN", "WWNN", "PARENT", "HOST", "STATE"]))
+    out += ["", "LUN paths"]
+    out.append(table([[lun["HCTL"], f"{lun['Vendor']} {lun['Model']}".strip(),
+                       human_size(lun["Size"]), lun["BlockDevice"] or "-", lun["State"],
+                       lun["TargetPortName"] or "-", lun["WWID"] or "-"] for lun in luns],
+                     ["HCTL", "VENDOR/MODEL", "SIZE", "DEVICE", "STATE", "TARGET PORT", "WWID"]))
+    if maps:
+        out += ["", "Multipath maps"]
+        out.append(table([[m["Name"], m["WWID"], m["DmDevice"], human_size(m["Size"]),
+                           str(len(m["Paths"]))] for m in maps],
+                         ["NAME", "WWID", "DEVICE", "SIZE", "PATHS"]))
+    return "\n".join(out)
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    bus = await connect(args.bus)
+    objs = await managed_objects(bus)
+    if args.json:
+        print(json.dumps(objs, indent=2, sort_keys=True))
+    else:
+        print(render_status(objs))
+    bus.disconnect()
+    return 0
+
+
+def describe(path: str, ifaces: dict) -> str:
+    if IF + "Lun" in ifaces:
+        lun = ifaces[IF + "Lun"]
+        return (f"LUN {lun['HCTL']} {lun['Vendor']} {lun['Model']} {human_size(lun['Size'])} "
+                f"{lun['BlockDevice'] or '-'} {lun['WWID'] or ''}").rstrip()
+    if IF + "ScsiHost" in ifaces:
+        h = ifaces[IF + "ScsiHost"]
+        fc = ifaces.get(IF + "FcHost")
+        return f"host {h['Name']} {h['Driver']} {h['Transport']}" + (
+            f" WWPN {fc['WWPN']} {fc['PortState']}" if fc else "")
+    if IF + "Vhba" in ifaces:
+        v = ifaces[IF + "Vhba"]
+        return f"vHBA {v['Name']} WWPN {v['WWPN']} {v['State']}"
+    if IF + "MultipathMap" in ifaces:
+        m = ifaces[IF + "MultipathMap"]
+        return f"multipath {m['Name']} {m['WWID']}"
+    return ", ".join(i.rsplit(".", 1)[-1] for i in ifaces)
+
+
+def _short(v: Any) -> str:
+    s = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+    return s if len(s) <= 120 else s[:117] + "..."
+
+
+async def cmd_monitor(args: argparse.Namespace) -> int:
+    bus = await connect(args.bus)
+    for rule in (f"type='signal',sender='{BUS_NAME}',path='{ROOT}',interface='{OM}'",
+                 f"type='signal',sender='{BUS_NAME}',path_namespace='{ROOT}',"
+                 "interface='org.freedesktop.DBus.Properties',member='PropertiesChanged'",
+                 f"type='signal',sender='{BUS_NAME}',path_namespace='{ROOT}',"
+                 f"interface='{IF}Manager'"):
+        await bus.call(Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+                               interface="org.freedesktop.DBus", member="AddMatch",
+                               signature="s", body=[rule]))
+    done = asyncio.get_running_loop().create_future()
+
+    def emit(line: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+
+    def on_msg(msg: Message):
+        if msg.message_type != MessageType.SIGNAL or not (msg.path or "").startswith(ROOT):
+            return None
+        body = plain(msg.body)
+        if msg.member == "InterfacesAdded":
+            emit(f"+ {body[0]}  {describe(body[0], body[1])}")
+        elif msg.member == "InterfacesRemoved":
+            emit(f"- {body[0]}  ({', '.join(i.rsplit('.', 1)[-1] for i in body[1])})")
+        elif msg.member == "PropertiesChanged":
+            changes = " ".join(f"{k}={_short(v)}" for k, v in sorted(body[1].items()))
+            emit(f"~ {msg.path}  {body[0].rsplit('.', 1)[-1]}: {changes}")
+        else:
+            emit(f"! {msg.path}  {msg.member} {_short(body)}")
+        return None
+
+    bus.add_message_handler(on_msg)
+    emit(f"monitoring {BUS_NAME} (Ctrl-C to stop)")
+    try:
+        await done
+    finally:
+        bus.disconnect()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sanctl", description="Show and manage SAN storage through sanbusd "
+        "(org.example.SanStorage on the system bus).")
+    p.add_argument("--bus", default="system", metavar="system|session|ADDRESS",
+                   help="bus to use (default: system; honours DBUS_SYSTEM_BUS_ADDRESS)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    s = sub.add_parser("status", help="hosts, FC ports, remote ports, vHBAs, LUNs and maps")
+    s.add_argument("--json", action="store_true", help="print GetManagedObjects as JSON")
+    s.set_defaults(func=cmd_status)
+    m = sub.add_parser("monitor", help="print devices appearing and going, and property "
+                       "changes, as they happen")
+    m.set_defaults(func=cmd_monitor)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return asyncio.run(args.func(args))
+    except CliError as e:
+        print(f"sanctl: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
