@@ -593,7 +593,7 @@ class SimulatedSan:
         self._send(events)
 
     def _remove_host(self, n: int) -> list[UEvent]:
-        h = self.hosts.pop(n)
+        h = self.hosts[n]
         events: list[UEvent] = []
         for name in sorted(r.name for r in self.rports.values() if r.host == n):
             events += self._remove_rport(name)
@@ -607,6 +607,7 @@ class SimulatedSan:
         events.append(self._ev("remove", "scsi", h.devdir, "scsi_host"))
         self._unlink(f"bus/scsi/devices/{name}")
         self._rmtree(h.devdir)
+        del self.hosts[n]
         return events
 
     # -- the SAN admin's side (driven by sanbusd-sim) -----------------------------------------

@@ -94,13 +94,15 @@ class Authorizer:
         raise errors.NotAuthorized("no authorization backend configured")
 
 
-def check_registrations(api: ApiSpec) -> dict[tuple[str, str], Registration]:
+def check_registrations(api: ApiSpec, registry: dict[tuple[str, str], Registration] | None = None
+                        ) -> dict[tuple[str, str], Registration]:
     """Fail closed: every method in the XML has an implementation whose declaration (action or
     read-only) matches the XML's annotation, and nothing is implemented that the XML lacks."""
+    registry = _REGISTRY if registry is None else registry
     problems = []
     for iface in api.interfaces.values():
         for m in iface.methods.values():
-            reg = _REGISTRY.get((iface.name, m.name))
+            reg = registry.get((iface.name, m.name))
             if reg is None:
                 problems.append(f"{iface.name}.{m.name} has no implementation")
             elif reg.action != m.action:
@@ -108,20 +110,21 @@ def check_registrations(api: ApiSpec) -> dict[tuple[str, str], Registration]:
                                 f"the XML {m.action!r}")
             elif not m.in_signature.endswith("a{sv}"):
                 problems.append(f"{iface.name}.{m.name} does not end with a{{sv}} options")
-    for (i, m) in _REGISTRY:
+    for (i, m) in registry:
         if i not in api.interfaces or m not in api.interfaces[i].methods:
             problems.append(f"{i}.{m} is implemented but not in the XML")
     if problems:
         raise RuntimeError("refusing to start (fail closed): " + "; ".join(problems))
-    return dict(_REGISTRY)
+    return dict(registry)
 
 
 class ObjectTree:
-    def __init__(self, api: ApiSpec, authorizer: Authorizer, root: str = ROOT) -> None:
+    def __init__(self, api: ApiSpec, authorizer: Authorizer, root: str = ROOT,
+                 registry: dict[tuple[str, str], Registration] | None = None) -> None:
         self.api = api
         self.root = root
         self.authorizer = authorizer
-        self.registrations = check_registrations(api)
+        self.registrations = check_registrations(api, registry)
         self.objects: dict[str, dict[str, dict[str, Variant]]] = {}
         self._children: dict[str, dict[str, int]] = {}
         self.bus = None

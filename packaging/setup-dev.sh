@@ -1,0 +1,53 @@
+#!/bin/bash
+# Set up a Debian 12 machine (as root) to run sanbusd from this checkout: Debian packages, a
+# virtualenv in .venv with the project installed, and (with --tests) the test users and the
+# polkit files the bus tests check against. Safe to run again: it only does what is missing.
+set -euo pipefail
+TOP=$(cd "$(dirname "$0")/.." && pwd)
+WITH_TESTS=0
+[ "${1:-}" = "--tests" ] && WITH_TESTS=1
+
+export DEBIAN_FRONTEND=noninteractive
+# dbus-daemon + busctl (systemd) + gdbus (libglib2.0-bin): the bus and real clients;
+# polkitd: authorization; python3-gi: GDBus clients in tests; python3-systemd/-libvirt/-dbus:
+# bindings built for Debian's Python 3.11 (no compiler needed); lsscsi: the benchmark's peer.
+PKGS="dbus-daemon dbus-bin libglib2.0-bin gir1.2-glib-2.0 polkitd systemd python3 python3-venv
+      python3-gi python3-systemd python3-libvirt python3-dbus lsscsi umockdev gir1.2-umockdev-1.0
+      procps"
+missing=""
+for p in $PKGS; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  echo "setup: installing Debian packages:$missing"
+  apt-get -o DPkg::Lock::Timeout=900 update -qq
+  apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+# Debian's python3 (3.11), so that Debian's compiled bindings (gi, systemd, libvirt, dbus) load.
+if [ ! -x "$TOP/.venv/bin/python" ]; then
+  /usr/bin/python3 -m venv --system-site-packages "$TOP/.venv"
+fi
+if ! "$TOP/.venv/bin/python" -c "import dbus_fast, pyudev, sanbusd" 2>/dev/null \
+   || [ "$TOP/pyproject.toml" -nt "$TOP/.venv/.installed" ]; then
+  "$TOP/.venv/bin/pip" install -q --disable-pip-version-check -e "$TOP" 2>&1 | grep -v "^WARNING: Location" || true
+  touch "$TOP/.venv/.installed"
+fi
+
+if [ "$WITH_TESTS" = 1 ]; then
+  "$TOP/.venv/bin/python" -c "import pytest, dbusmock" 2>/dev/null \
+    || "$TOP/.venv/bin/pip" install -q --disable-pip-version-check "pytest>=7" "python-dbusmock>=0.28" 2>&1 | grep -v "^WARNING: Location" || true
+  # Test users: sanalice may manage SAN storage through group sanadmin's polkit rule; sanbob not.
+  getent group sanadmin >/dev/null || groupadd sanadmin
+  id sanalice >/dev/null 2>&1 || useradd -M -s /usr/sbin/nologin -G sanadmin sanalice
+  id sanbob >/dev/null 2>&1 || useradd -M -s /usr/sbin/nologin sanbob
+  # polkitd reads actions only from here: install ours as a package would.
+  if [ -f "$TOP/data/org.example.sanstorage.policy" ]; then
+    install -m644 "$TOP/data/org.example.sanstorage.policy" /usr/share/polkit-1/actions/
+  fi
+  if [ -f "$TOP/data/polkit/50-sanbusd-sanadmin.rules" ]; then
+    install -d -m750 /etc/polkit-1/rules.d
+    install -m644 "$TOP/data/polkit/50-sanbusd-sanadmin.rules" /etc/polkit-1/rules.d/
+  fi
+fi
+echo "setup: ready ($TOP/.venv)"

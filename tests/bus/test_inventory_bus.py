@@ -1,0 +1,173 @@
+"""The inventory as users see it: busctl, gdbus, sanctl and a GDBus ObjectManager client."""
+
+import json
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from conftest import ROOT, busctl, gdbus, sanctl, wait_until
+
+from sanbusd.service.api import data_dir
+
+HERE = Path(__file__).parent
+LUN_PATHS = {f"{ROOT}/luns/{h}_0_0_{n}" for h in (1, 2) for n in (0, 1, 2)} | {
+    f"{ROOT}/luns/0_0_0_0"}
+
+
+def managed(d):
+    out = busctl(d, "--json=short", "call", "org.example.SanStorage", ROOT,
+                 "org.freedesktop.DBus.ObjectManager", "GetManagedObjects").stdout
+    return json.loads(out)["data"][0]
+
+
+def test_busctl_tree_shows_hosts_and_luns(daemon):
+    out = busctl(daemon, "tree", "org.example.SanStorage").stdout
+    for p in [f"{ROOT}/Manager", *(f"{ROOT}/hosts/host{n}" for n in range(4)), *LUN_PATHS]:
+        assert p in out
+    assert "luns/1_0_0_9" not in out        # masked to another initiator
+
+
+def test_objects_carry_the_kernels_facts(daemon):
+    objs = managed(daemon)
+    fc = objs[f"{ROOT}/hosts/host1"]["org.example.SanStorage.FcHost"]
+    assert fc["WWPN"]["data"] == "10000090fa1b2c01"
+    assert fc["PortState"]["data"] == "Online"
+    assert fc["RemotePorts"]["data"][0][1] == "500a098101a1b2c3"
+    assert "org.example.SanStorage.FcHost" not in objs[f"{ROOT}/hosts/host3"]
+    lun = objs[f"{ROOT}/luns/2_0_0_1"]["org.example.SanStorage.Lun"]
+    assert lun["Size"]["data"] == 200 << 30 and lun["TargetPortName"]["data"] == "500a098201a1b2c3"
+    assert lun["Host"]["data"] == f"{ROOT}/hosts/host2"
+    assert lun["WWID"]["data"] == objs[f"{ROOT}/luns/1_0_0_1"]["org.example.SanStorage.Lun"][
+        "WWID"]["data"]
+    host = objs[f"{ROOT}/hosts/host1"]["org.example.SanStorage.ScsiHost"]
+    assert host["Luns"]["data"] == [f"{ROOT}/luns/1_0_0_{n}" for n in range(3)]
+
+
+def _xml_interfaces(xml: str) -> dict:
+    out = {}
+    for i in ET.fromstring(xml).findall("interface"):
+        name = i.get("name")
+        if not name.startswith("org.example.SanStorage."):
+            continue
+        out[name] = {
+            "methods": {m.get("name"): [(a.get("direction", "in"), a.get("type"))
+                                        for a in m.findall("arg")] for m in i.findall("method")},
+            "properties": {p.get("name"): (p.get("type"), p.get("access"))
+                           for p in i.findall("property")},
+            "signals": {s.get("name"): [a.get("type") for a in s.findall("arg")]
+                        for s in i.findall("signal")},
+        }
+    return out
+
+
+def test_live_introspection_matches_the_documented_xml(daemon):
+    documented = _xml_interfaces((data_dir() / "org.example.SanStorage.xml").read_text())
+    objs = managed(daemon)
+    seen = set()
+    for path in (f"{ROOT}/Manager", f"{ROOT}/hosts/host1", f"{ROOT}/hosts/host0",
+                 f"{ROOT}/luns/1_0_0_0"):
+        live = _xml_interfaces(gdbus(daemon, "introspect", "--dest",
+                                     "org.example.SanStorage", "--object-path", path,
+                                     "--xml").stdout)
+        assert set(live) == set(objs[path])
+        for iface, spec in live.items():
+            assert spec == documented[iface], iface
+            # every documented property is served, with its documented type
+            props = objs[path][iface]
+            assert set(props) == set(spec["properties"])
+            for name, value in props.items():
+                assert value["type"] == spec["properties"][name][0], f"{iface}.{name}"
+            seen.add(iface)
+    assert seen == set(documented) - {"org.example.SanStorage.Vhba",
+                                      "org.example.SanStorage.MultipathMap"}
+
+
+def test_sanctl_status_table_and_json(daemon):
+    out = sanctl(daemon, "status").stdout
+    assert "host1  lpfc" in out and "10000090fa1b2c01" in out
+    assert "1:0:0:2" in out and "2:0:0:2" in out and "500a098201a1b2c3" in out
+    assert "rport-1:0-0" in out
+    objs = json.loads(sanctl(daemon, "status", "--json").stdout)
+    assert set(p for p in objs if "/luns/" in p) == LUN_PATHS
+
+
+def test_resolve_device(daemon):
+    def resolve(*spec):
+        out = busctl(daemon, "--json=short", "call", "org.example.SanStorage", f"{ROOT}/Manager",
+                     "org.example.SanStorage.Manager", "ResolveDevice", "a{sv}a{sv}",
+                     *spec, "0").stdout
+        return json.loads(out)["data"][0]
+    assert resolve("1", "hctl", "s", "2:0:0:1") == [f"{ROOT}/luns/2_0_0_1"]
+    assert resolve("1", "wwpn", "s", "0x10000090FA1B2C01") == [f"{ROOT}/hosts/host1"]
+    assert resolve("1", "wwpn", "s", "50:0a:09:81:01:a1:b2:c3") == [
+        f"{ROOT}/luns/1_0_0_{n}" for n in range(3)]
+    wwid = managed(daemon)[f"{ROOT}/luns/1_0_0_1"]["org.example.SanStorage.Lun"]["WWID"]["data"]
+    assert resolve("1", "wwid", "s", wwid) == [f"{ROOT}/luns/1_0_0_1", f"{ROOT}/luns/2_0_0_1"]
+    assert resolve("1", "wwid", "s", "3" + wwid[4:]) == [f"{ROOT}/luns/1_0_0_1",
+                                                         f"{ROOT}/luns/2_0_0_1"]
+    assert resolve("2", "wwid", "s", wwid, "hctl", "s", "2:0:0:1") == [f"{ROOT}/luns/2_0_0_1"]
+    assert resolve("1", "path", "s", "/dev/sda") == [f"{ROOT}/luns/0_0_0_0"]
+    assert resolve("1", "hctl", "s", "7:0:0:0") == []
+
+
+def test_gdbus_object_manager_client_sees_objects_come_and_go(daemon):
+    client = subprocess.Popen([sys.executable, str(HERE / "om_client.py"), daemon.bus.address,
+                               "20"], stdout=subprocess.PIPE, text=True, env=daemon.env)
+    events = []
+    ready = json.loads(client.stdout.readline())
+    assert ready["event"] == "ready" and LUN_PATHS <= set(ready["objects"])
+    daemon.sim({"command": "port-down", "wwpn": "500a098101a1b2c3"})   # dev_loss_tmo = 2 s
+    gone = {f"{ROOT}/luns/1_0_0_{n}" for n in range(3)}
+    while {e["path"] for e in events if e["event"] == "removed"} != gone:
+        events.append(json.loads(client.stdout.readline()))
+    daemon.sim({"command": "port-up", "wwpn": "500a098101a1b2c3"})
+    while {e["path"] for e in events if e["event"] == "added"} != gone:
+        events.append(json.loads(client.stdout.readline()))
+    client.kill()
+    added = [e for e in events if e["event"] == "added"]
+    assert all(e["interfaces"] == ["org.example.SanStorage.Lun"] for e in added)
+
+
+def test_one_interfaces_added_per_object_from_the_manager_path(daemon):
+    mon = subprocess.Popen(["busctl", f"--address={daemon.bus.address}", "monitor",
+                            "--json=short", "org.example.SanStorage"],
+                           stdout=subprocess.PIPE, text=True, env=daemon.env)
+    time.sleep(0.5)
+    daemon.sim({"command": "port-down", "wwpn": "500a098201a1b2c3"})
+    time.sleep(2.8)
+    daemon.sim({"command": "port-up", "wwpn": "500a098201a1b2c3"})
+    sigs = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len([s for s in sigs
+                                               if s.get("member") == "InterfacesAdded"]) < 3:
+        line = mon.stdout.readline()
+        msg = json.loads(line)
+        if msg.get("type") == "signal":
+            sigs.append(msg)
+    mon.kill()
+    om = [s for s in sigs if s["member"] in ("InterfacesAdded", "InterfacesRemoved")]
+    assert om and all(s["path"] == ROOT for s in om)
+    added = [s["payload"]["data"][0] for s in om if s["member"] == "InterfacesAdded"]
+    assert sorted(added) == [f"{ROOT}/luns/2_0_0_{n}" for n in range(3)]   # once each
+    changed = [s for s in sigs if s["member"] == "PropertiesChanged"]
+    assert all(s["path"].startswith(ROOT + "/") for s in changed)
+
+
+def test_sanctl_monitor_shows_devices_going_and_coming(daemon):
+    mon = subprocess.Popen([sys.executable, "-m", "sanbusd.cli.sanctl", "--bus",
+                            daemon.bus.address, "monitor"], stdout=subprocess.PIPE, text=True,
+                           env=daemon.env)
+    assert "monitoring" in mon.stdout.readline()
+    daemon.sim({"command": "port-down", "wwpn": "500a098101a1b2c3"})
+    lines = []
+    while not any(line.split()[1:3] == ["-", f"{ROOT}/luns/1_0_0_2"] for line in lines):
+        lines.append(mon.stdout.readline())
+    daemon.sim({"command": "port-up", "wwpn": "500a098101a1b2c3"})
+    while not any(line.split()[1:3] == ["+", f"{ROOT}/luns/1_0_0_2"] for line in lines):
+        lines.append(mon.stdout.readline())
+    mon.kill()
+    text = "".join(lines)
+    assert "RemotePorts" in text and "Blocked" in text
+    assert "LUN 1:0:0:2 NETAPP LUN C-Mode 50 GiB" in text

@@ -1,0 +1,91 @@
+"""The one reader, on the simulated SAN's tree and on damaged trees."""
+
+import logging
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from sanbusd.kernel.fabric import load_fabric
+from sanbusd.kernel.formats import HCTL
+from sanbusd.kernel.sim import SimulatedSan
+from sanbusd.kernel.sysfs import Dirty, SysfsReader
+
+from conftest import DEMO_FABRIC
+
+
+@pytest.fixture
+def sim(tmp_path):
+    s = SimulatedSan(load_fabric(DEMO_FABRIC), tmp_path / "sys")
+    s.build()
+    return s
+
+
+def test_reads_the_demo_san(sim):
+    inv = SysfsReader(sim.root).read_all()
+    assert sorted(inv.hosts) == [0, 1, 2, 3]
+    assert {h.transport for h in inv.hosts.values()} == {"sas", "fc", "iscsi"}
+    fc = inv.hosts[1].fc
+    assert fc.wwpn == "10000090fa1b2c01" and fc.wwnn == "20000090fa1b2c01"
+    assert fc.port_state == "Online" and fc.npiv_capable and fc.max_vports == 64
+    assert inv.rports["rport-1:0-0"].roles == ("FCP Target",)
+    assert inv.rports["rport-1:0-0"].scsi_target_id == 0
+    # LUNs 0-2 masked to both HBAs: 2 paths each; LUN 9 masked to someone else: never seen.
+    fc_luns = [h for h in inv.luns if h.host in (1, 2)]
+    assert sorted(h.lun for h in fc_luns) == [0, 0, 1, 1, 2, 2]
+    lun = inv.luns[HCTL(1, 0, 0, 1)]
+    assert lun.vendor == "NETAPP" and lun.size == 200 << 30 and lun.block
+    assert lun.target_wwpn == "500a098101a1b2c3"
+    assert lun.wwid == inv.luns[HCTL(2, 0, 0, 1)].wwid   # one LUN, two paths, one WWID
+
+
+def test_lsscsi_reads_the_same_tree(sim):
+    out = subprocess.run(["lsscsi", f"--sysfsroot={sim.root}"], capture_output=True, text=True,
+                         check=True).stdout
+    listed = sorted(line.split("]")[0].strip("[") for line in out.splitlines())
+    assert listed == sorted(str(h) for h in SysfsReader(sim.root).read_all().luns)
+
+
+def test_missing_and_unreadable_attributes_publish_what_was_read(sim, caplog):
+    root = sim.root
+    os.unlink(root / "class/fc_host/host1/port_state")
+    lun_dir = os.path.realpath(root / "class/scsi_device/1:0:0:0/device")
+    os.unlink(os.path.join(lun_dir, "vendor"))
+    os.mkdir(os.path.join(lun_dir, "vendor"))           # a read that fails (EISDIR)
+    os.unlink(os.path.join(lun_dir, "model"))
+    with caplog.at_level(logging.WARNING):
+        reader = SysfsReader(root)
+        inv = reader.read_all()
+        reader.read_all()
+    assert inv.hosts[1].fc.port_state == "" and inv.hosts[1].fc.wwpn == "10000090fa1b2c01"
+    lun = inv.luns[HCTL(1, 0, 0, 0)]
+    assert lun.vendor == "" and lun.model == "" and lun.size == 100 << 30
+    gaps = [r.getMessage() for r in caplog.records if "cannot read" in r.getMessage()]
+    assert len(gaps) == 3, gaps                          # each gap logged once, not per read
+
+
+def test_odd_names_are_ignored(sim):
+    root = sim.root
+    for d in ("class/scsi_host/hostX", "class/scsi_device/1:0:0", "class/fc_remote_ports/rport-",
+              "class/fc_vports/vport-a:b-c"):
+        os.makedirs(root / d)
+    inv = SysfsReader(root).read_all()
+    assert sorted(inv.hosts) == [0, 1, 2, 3] and len(inv.luns) == 7 and len(inv.vports) == 0
+
+
+def test_a_host_that_vanishes_mid_read_is_dropped_with_its_luns(sim):
+    root = sim.root
+    reader = SysfsReader(root)
+    inv = reader.read_all()
+    # The host goes between listing and reading (as when a driver unloads during a scan).
+    host_dir = os.path.realpath(root / "class/scsi_host/host2/device")
+    shutil.rmtree(host_dir)
+    for link in ("class/scsi_host/host2", "class/fc_host/host2"):
+        os.unlink(root / link)
+    assert reader.read_host(2) is None
+    assert reader.read_lun(HCTL(2, 0, 0, 0)) is None     # dangling class link
+    new, _ = reader.refresh(inv, Dirty(hosts={2}))
+    assert 2 not in new.hosts
+    assert not [h for h in new.luns if h.host == 2]
+    assert not [r for r in new.rports.values() if r.host == 2]
