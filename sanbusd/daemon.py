@@ -117,6 +117,8 @@ class Daemon:
         from .authz import PolkitAuthorizer
         t0 = time.monotonic()
         loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
         inv = await asyncio.to_thread(self.kernel.reader.read_all)
         log.info("read %d hosts, %d remote ports, %d LUN paths, %d vports, %d multipath maps "
                  "in %.2f s", len(inv.hosts), len(inv.rports), len(inv.luns), len(inv.vports),
@@ -143,8 +145,6 @@ class Daemon:
         if ready_fd is not None:
             os.write(ready_fd, b"ready\n")
             os.close(ready_fd)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stopping.set)
         disconnected = asyncio.ensure_future(self.bus.wait_for_disconnect())
         stopping = asyncio.ensure_future(self._stopping.wait())
         await asyncio.wait({disconnected, stopping}, return_when=asyncio.FIRST_COMPLETED)

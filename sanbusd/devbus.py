@@ -53,11 +53,14 @@ class PrivateBus:
         return env
 
     def allow_test_owner(self, name: str) -> None:
-        """Let root own `name` (e.g. a python-dbusmock polkitd); test-only policy."""
+        """Let root own `name` and anyone call it (e.g. a python-dbusmock polkitd, a test
+        service); test-only policy."""
         (self.extra_policy / f"{name}.conf").write_text(
             '<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"\n'
             ' "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">\n'
-            f'<busconfig><policy user="root"><allow own="{name}"/></policy></busconfig>\n')
+            f'<busconfig><policy user="root"><allow own="{name}"/></policy>'
+            f'<policy context="default"><allow send_destination="{name}"/></policy>'
+            '</busconfig>\n')
         subprocess.run(["busctl", f"--address={self.address}", "call", "org.freedesktop.DBus",
                         "/org/freedesktop/DBus", "org.freedesktop.DBus", "ReloadConfig"],
                        check=True, capture_output=True)

@@ -75,6 +75,7 @@ class RunningDaemon:
 
 def start_daemon(bus: PrivateBus, tmp: Path, fabric: Path = DEMO_FABRIC,
                  extra: list[str] | None = None, env: dict | None = None) -> RunningDaemon:
+    tmp.mkdir(parents=True, exist_ok=True)
     sim_dir = tmp / "sim"
     log_path = tmp / "sanbusd.log"
     r, w = os.pipe()
