@@ -196,9 +196,7 @@ class Publisher:
                 elif old_path:
                     updates[old_path] = None
         self.inventory = new
-        # Removals first, so a client never sees two objects for one thing.
-        ordered = dict(sorted(updates.items(), key=lambda kv: kv[1] is not None))
-        self.tree.apply(ordered)
+        self.tree.apply(updates)
         self._wake()
 
     # -- waiting for objects (a call returns only once its objects are on the bus) -------------

@@ -170,22 +170,26 @@ class ObjectTree:
         """Set objects to new contents (None removes) and send the signals for what changed:
         one InterfacesAdded/Removed per object from the manager path, one PropertiesChanged per
         object and interface."""
-        signals: list[Message] = []
+        # Order: new objects, then property changes (which may point at new objects or stop
+        # pointing at old ones), then removals; a client never sees a dangling reference.
+        added_s: list[Message] = []
+        changed_s: list[Message] = []
+        removed_s: list[Message] = []
         for path, ifaces in updates.items():
             old = self.objects.get(path)
             if ifaces is None:
                 if old is not None:
                     del self.objects[path]
                     self._index_remove(path)
-                    signals.append(self._signal(self.root, OM_IFACE, "InterfacesRemoved", "oas",
-                                                [path, list(old)]))
+                    removed_s.append(self._signal(self.root, OM_IFACE, "InterfacesRemoved",
+                                                  "oas", [path, list(old)]))
                 continue
             new = {iface: self.variants(iface, props) for iface, props in ifaces.items()}
             if old is None:
                 self.objects[path] = new
                 self._index_add(path)
-                signals.append(self._signal(self.root, OM_IFACE, "InterfacesAdded", "oa{sa{sv}}",
-                                            [path, new]))
+                added_s.append(self._signal(self.root, OM_IFACE, "InterfacesAdded",
+                                            "oa{sa{sv}}", [path, new]))
                 continue
             added = {i: v for i, v in new.items() if i not in old}
             removed = [i for i in old if i not in new]
@@ -194,18 +198,18 @@ class ObjectTree:
                     continue
                 changed = {k: v for k, v in props.items() if old[iface].get(k) != v}
                 if changed:
-                    signals.append(self._signal(path, PROPS_IFACE, "PropertiesChanged",
-                                                "sa{sv}as", [iface, changed, []]))
+                    changed_s.append(self._signal(path, PROPS_IFACE, "PropertiesChanged",
+                                                  "sa{sv}as", [iface, changed, []]))
             self.objects[path] = new
             if added:
-                signals.append(self._signal(self.root, OM_IFACE, "InterfacesAdded", "oa{sa{sv}}",
-                                            [path, added]))
+                added_s.append(self._signal(self.root, OM_IFACE, "InterfacesAdded",
+                                            "oa{sa{sv}}", [path, added]))
             if removed:
-                signals.append(self._signal(self.root, OM_IFACE, "InterfacesRemoved", "oas",
-                                            [path, removed]))
+                removed_s.append(self._signal(self.root, OM_IFACE, "InterfacesRemoved", "oas",
+                                              [path, removed]))
         if self.bus is not None:
-            for s in signals:
-                self.bus.send(s)
+            for sig in (*added_s, *changed_s, *removed_s):
+                self.bus.send(sig)
 
     @staticmethod
     def _signal(path: str, iface: str, member: str, sig: str, body: list) -> Message:
