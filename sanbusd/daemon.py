@@ -119,6 +119,9 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
+        # Listen before reading (udisks' order): a change during the read arrives as an event
+        # that the pump handles once the tree is up, so nothing between read and name is lost.
+        self.kernel.start(loop, self.pump.feed, self.pump.reconcile)
         inv = await asyncio.to_thread(self.kernel.reader.read_all)
         log.info("read %d hosts, %d remote ports, %d LUN paths, %d vports, %d multipath maps "
                  "in %.2f s", len(inv.hosts), len(inv.rports), len(inv.luns), len(inv.vports),
@@ -129,11 +132,7 @@ class Daemon:
         manager.daemon = self
         self.publisher.publish_all(inv)
         self.tree.attach(self.bus)
-        # Hear the kernel from now on; events during the name request queue up in the pump.
-        self.kernel.start(loop, self.pump.feed, self.pump.reconcile)
         self.pump.start()
-        # Anything that changed between the first read and now is healed by one reconcile.
-        self.pump.reconcile()
         reply = await self.bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
         if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
             log.error("cannot own %s (%s): another sanbusd is running, or the bus policy "
