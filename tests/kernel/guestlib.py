@@ -1,0 +1,515 @@
+"""Helpers for scenario scripts that run INSIDE the kernel-lab guest (see lab.py, README.md).
+
+The guest runs the host's root filesystem (read-only 9p + tmpfs overlay) on Debian's stock kernel,
+so everything here talks to real sysfs/configfs. Standard library only: the guest may run
+Debian's /usr/bin/python3 without the project's virtualenv.
+
+Anything a scenario wants the host to see goes into ``Report`` -> /run/kl-out/report.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+OUT_DIR = Path("/run/kl-out")
+SCSI_HOST = Path("/sys/class/scsi_host")
+SCSI_DEVICE = Path("/sys/class/scsi_device")
+FC_HOST = Path("/sys/class/fc_host")
+FC_RPORTS = Path("/sys/class/fc_remote_ports")
+SCSI_DEBUG = Path("/sys/bus/pseudo/drivers/scsi_debug")
+FCOE_BUS = Path("/sys/bus/fcoe")
+LIO = Path("/sys/kernel/config/target")
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------------------------
+# Basics
+
+
+def uptime() -> float:
+    return float(Path("/proc/uptime").read_text().split()[0])
+
+
+def log(message: str) -> None:
+    """Progress line on the serial console (ends up in console.log on the host)."""
+    print(f"[klab {uptime():8.2f}] {message}", flush=True)
+
+
+def read_attr(path: Path | str) -> str | None:
+    """A sysfs attribute without its trailing newline/padding; None if missing or unreadable.
+
+    Some attributes exist but fail to read (e.g. ``device/wwid`` of a LIO RAM disk gives ENXIO).
+    """
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def write_attr(path: Path | str, value: str) -> None:
+    """Write a sysfs/configfs attribute in one write(), as the kernel expects."""
+    try:
+        with open(path, "w") as fh:
+            fh.write(value)
+    except OSError as exc:
+        raise OSError(exc.errno, f"writing {value!r} to {path}: {exc.strerror}") from None
+
+
+def run(argv: list[str], *, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+    return proc
+
+
+def wait_for(predicate: Callable[[], T], *, timeout: float, what: str, interval: float = 0.1) -> T:
+    """Poll until ``predicate()`` returns something truthy and return it; TimeoutError otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def modprobe(module: str, **params: Any) -> None:
+    run(["modprobe", module, *(f"{key}={value}" for key, value in params.items())])
+
+
+def hctl_key(hctl: str) -> tuple[int, ...]:
+    """Sort key for "H:C:T:L" strings (numeric, so 10:0:0:0 sorts after 2:0:0:0)."""
+    return tuple(int(part) for part in hctl.split(":"))
+
+
+# --------------------------------------------------------------------------------------------
+# udev
+
+
+def start_udevd() -> None:
+    """Start systemd-udevd in the background and wait until it accepts control messages.
+
+    Start it BEFORE creating devices (scsi_debug, FCoE): it then sees the native kernel events.
+    Replaying everything with `udevadm trigger` instead takes over a minute under TCG.
+    """
+    for candidate in ("/usr/lib/systemd/systemd-udevd", "/lib/systemd/systemd-udevd"):
+        if os.access(candidate, os.X_OK):
+            run([candidate, "--daemon"])
+            break
+    else:
+        raise FileNotFoundError("systemd-udevd (package udev) is not installed on the host")
+    wait_for(lambda: run(["udevadm", "control", "--ping"], check=False).returncode == 0,
+             timeout=30, what="udevd to answer")
+
+
+def settle(timeout: float = 120) -> float:
+    """`udevadm settle`; returns how long it took. Raises if udev is still busy after ``timeout``."""
+    start = time.monotonic()
+    run(["udevadm", "settle", f"--timeout={int(timeout)}"], timeout=timeout + 10)
+    return time.monotonic() - start
+
+
+# --------------------------------------------------------------------------------------------
+# SCSI
+
+
+@dataclass
+class ScsiDevice:
+    hctl: str
+    vendor: str | None
+    model: str | None
+    rev: str | None
+    state: str | None
+    wwid: str | None  # sysfs device/wwid (VPD 0x83); multipath uses udev's ID_SERIAL instead
+    block: str | None  # e.g. "sda"
+    size_bytes: int | None
+
+
+def scsi_hosts(proc_name: str | None = None) -> list[int]:
+    """Host numbers under /sys/class/scsi_host, optionally only those of one driver."""
+    hosts = []
+    for entry in SCSI_HOST.iterdir() if SCSI_HOST.exists() else []:
+        if proc_name is None or read_attr(entry / "proc_name") == proc_name:
+            hosts.append(int(entry.name.removeprefix("host")))
+    return sorted(hosts)
+
+
+def scsi_host_info(host: int) -> dict[str, str | None]:
+    base = SCSI_HOST / f"host{host}"
+    names = ("proc_name", "state", "unique_id", "supported_mode", "active_mode", "can_queue")
+    info: dict[str, str | None] = {name: read_attr(base / name) for name in names}
+    info["device_path"] = os.path.realpath(base / "device")
+    return info
+
+
+def scsi_devices(host: int | None = None) -> list[str]:
+    """H:C:T:L of every SCSI device (or those on one host), numerically sorted."""
+    names = [p.name for p in SCSI_DEVICE.iterdir()] if SCSI_DEVICE.exists() else []
+    if host is not None:
+        names = [n for n in names if n.split(":")[0] == str(host)]
+    return sorted(names, key=hctl_key)
+
+
+def scsi_device_info(hctl: str) -> ScsiDevice:
+    dev = SCSI_DEVICE / hctl / "device"
+    blocks = sorted(os.listdir(dev / "block")) if (dev / "block").is_dir() else []
+    block = blocks[0] if blocks else None
+    sectors = read_attr(f"/sys/block/{block}/size") if block else None
+    return ScsiDevice(
+        hctl=hctl,
+        vendor=read_attr(dev / "vendor"),
+        model=read_attr(dev / "model"),
+        rev=read_attr(dev / "rev"),
+        state=read_attr(dev / "state"),
+        wwid=read_attr(dev / "wwid"),
+        block=block,
+        size_bytes=int(sectors) * 512 if sectors else None,  # /sys/block/*/size is in 512-byte units
+    )
+
+
+def wait_for_block(hctl: str, timeout: float = 30) -> str:
+    """Name of the disk (e.g. "sdb") once sd has attached to ``hctl``; sd probes asynchronously."""
+    return wait_for(lambda: scsi_device_info(hctl).block, timeout=timeout,
+                    what=f"a block device for {hctl}")
+
+
+def scan_host(host: int, channel: str = "-", target: str = "-", lun: str = "-") -> None:
+    """Ask the midlayer to scan; "- - -" is the wildcard a SAN admin's rescan uses."""
+    write_attr(SCSI_HOST / f"host{host}" / "scan", f"{channel} {target} {lun}")
+
+
+def delete_lun(hctl: str) -> None:
+    """Remove one SCSI device, like `echo 1 > .../device/delete`."""
+    write_attr(SCSI_DEVICE / hctl / "device" / "delete", "1")
+    wait_for(lambda: not (SCSI_DEVICE / hctl).exists(), timeout=30, what=f"{hctl} to go away")
+
+
+# --------------------------------------------------------------------------------------------
+# scsi_debug: an in-kernel fake HBA with as many hosts/targets/LUNs as asked for
+
+
+def load_scsi_debug(
+    add_host: int = 2,
+    num_tgts: int = 2,
+    max_luns: int = 4,
+    *,
+    vpd_use_hostno: int = 0,
+    dev_size_mb: int = 8,
+    timeout: float = 60,
+    **params: Any,
+) -> list[int]:
+    """Load scsi_debug and wait for all its LUNs; return the new host numbers.
+
+    ``vpd_use_hostno=0`` makes H:C:T:L on every host report the same WWID, i.e. each host is
+    another path to the same LUNs -- what multipath needs.
+    """
+    before = set(scsi_hosts())
+    modprobe("scsi_debug", add_host=add_host, num_tgts=num_tgts, max_luns=max_luns,
+             vpd_use_hostno=vpd_use_hostno, dev_size_mb=dev_size_mb, **params)
+    hosts = _wait_for_new_hosts(before, add_host, timeout)
+    if "no_lun_0" not in params:  # otherwise the count below is not predictable
+        for host in hosts:
+            _wait_for_luns(host, num_tgts * max_luns, timeout)
+    return hosts
+
+
+def add_host(count: int = 1, *, timeout: float = 60) -> list[int]:
+    """Add scsi_debug hosts at run time (like a new HBA port appearing); return their numbers."""
+    before = set(scsi_hosts())
+    write_attr(SCSI_DEBUG / "add_host", str(count))
+    new = _wait_for_new_hosts(before, count, timeout)
+    luns = int(read_attr(SCSI_DEBUG / "num_tgts") or 1) * int(read_attr(SCSI_DEBUG / "max_luns") or 1)
+    for host in new:  # new hosts are scanned asynchronously
+        _wait_for_luns(host, luns, timeout)
+    return new
+
+
+def _wait_for_new_hosts(before: set[int], count: int, timeout: float) -> list[int]:
+    def new_hosts() -> list[int] | None:
+        new = sorted(set(scsi_hosts("scsi_debug")) - before)
+        return new if len(new) >= count else None
+
+    return wait_for(new_hosts, timeout=timeout, what=f"{count} new scsi_debug hosts")
+
+
+def _wait_for_luns(host: int, count: int, timeout: float) -> None:
+    wait_for(lambda: len(scsi_devices(host)) >= count, timeout=timeout,
+             what=f"{count} LUNs on host{host}")
+
+
+# --------------------------------------------------------------------------------------------
+# Fibre Channel (fc_host / fc_remote_ports) and FCoE VN2VN with a LIO tcm_fc target
+
+FC_HOST_ATTRS = ("node_name", "port_name", "port_id", "port_state", "port_type", "fabric_name",
+                 "speed", "supported_classes", "symbolic_name", "max_npiv_vports", "npiv_vports_inuse",
+                 "dev_loss_tmo", "tgtid_bind_type")
+FC_RPORT_ATTRS = ("node_name", "port_name", "port_id", "roles", "port_state", "scsi_target_id",
+                  "dev_loss_tmo", "fast_io_fail_tmo", "supported_classes")
+
+
+def fc_host_attrs(host: int) -> dict[str, str | None]:
+    return {name: read_attr(FC_HOST / f"host{host}" / name) for name in FC_HOST_ATTRS}
+
+
+def fc_rports(host: int) -> dict[str, dict[str, str | None]]:
+    """The FC remote ports seen by one host: ``{"rport-3:0-0": {attr: value}}``."""
+    names = sorted(p.name for p in FC_RPORTS.iterdir()) if FC_RPORTS.exists() else []
+    return {
+        name: {attr: read_attr(FC_RPORTS / name / attr) for attr in FC_RPORT_ATTRS}
+        for name in names if name.startswith(f"rport-{host}:")
+    }
+
+
+def wwn(mac: str, prefix: str) -> str:
+    """libfcoe's WWNs: ``0x2000<MAC>`` (port) and ``0x1000<MAC>`` (node)."""
+    return "0x" + prefix + mac.replace(":", "").lower()
+
+
+def lio_wwn(sysfs_wwn: str) -> str:
+    """0x200052540000000a -> 20:00:52:54:00:00:00:0a (how LIO's tcm_fc names FC ports)."""
+    digits = sysfs_wwn.removeprefix("0x")
+    return ":".join(digits[i:i + 2] for i in range(0, 16, 2))
+
+
+INITIATOR_MAC = "52:54:00:00:00:0a"  # lab.boot(nics=2): NIC 0
+TARGET_MAC = "52:54:00:00:00:0b"  # NIC 1
+
+
+@dataclass
+class FcoeVn2vn:
+    """An FCoE VN2VN initiator port and a LIO target port on the same (QEMU hub) Ethernet.
+
+    The initiator is an ordinary fcoe ``fc_host``; the target side is a second fcoe port that LIO's
+    tcm_fc serves RAM-disk LUNs through. ``map_lun``/``unmap_lun`` change the LUN masking (the ACL
+    for the initiator's WWPN), like a storage admin provisioning or withdrawing a LUN; the
+    initiator sees a newly mapped LUN after a scan (``scan_host(fc.initiator_host)``).
+    """
+
+    initiator_host: int
+    initiator_wwpn: str  # "0x200052540000000a", as in /sys/class/fc_host
+    initiator_wwnn: str
+    target_host: int
+    target_wwpn: str
+    target_wwnn: str
+    initiator_ifname: str
+    target_ifname: str
+    lun_mb: int = 8
+    mapped: set[int] = field(default_factory=set)
+
+    @property
+    def _tpg(self) -> Path:
+        return LIO / "fc" / lio_wwn(self.target_wwpn) / "tpgt_1"
+
+    @property
+    def _acl(self) -> Path:
+        return self._tpg / "acls" / lio_wwn(self.initiator_wwpn)
+
+    def map_lun(self, lun: int, size_mb: int | None = None) -> None:
+        """Create (if needed) a RAM-disk backstore + target LUN ``lun`` and expose it to the initiator."""
+        backstore = LIO / "core" / f"rd_mcp_{lun}" / f"ramdisk{lun}"
+        if not backstore.exists():
+            backstore.mkdir(parents=True)
+            pages = (size_mb or self.lun_mb) * 256  # 4 KiB pages
+            write_attr(backstore / "control", f"rd_pages={pages}")
+            write_attr(backstore / "enable", "1")
+        tpg_lun = self._tpg / "lun" / f"lun_{lun}"
+        if not tpg_lun.exists():
+            tpg_lun.mkdir(parents=True)
+            os.symlink(backstore, tpg_lun / "backstore")
+        mapped = self._acl / f"lun_{lun}"
+        if not mapped.exists():
+            mapped.mkdir(parents=True)
+            os.symlink(tpg_lun, mapped / "lun")
+        self.mapped.add(lun)
+
+    def unmap_lun(self, lun: int) -> None:
+        """Withdraw LUN ``lun`` from the initiator's ACL (the backstore and target LUN stay).
+
+        The initiator is not told; its SCSI device stays until deleted or a rescan notices.
+        """
+        mapped = self._acl / f"lun_{lun}"
+        if mapped.exists():
+            (mapped / "lun").unlink()
+            mapped.rmdir()
+        self.mapped.discard(lun)
+
+
+def setup_fcoe_vn2vn(luns: tuple[int, ...] = (0,), *, timeout: float = 60) -> FcoeVn2vn:
+    """Bring up FCoE VN2VN on the two lab NICs with LIO serving ``luns`` to the initiator.
+
+    Needs ``lab.boot(..., nics=2)``. Returns once the initiator's rport to the target is Online
+    and the first mapped LUN is visible. The target side comes up first so that the initiator
+    finds LUNs already mapped when it logs in.
+    """
+    modprobe("fcoe")
+    modprobe("tcm_fc")
+    if not LIO.exists():  # /init mounts configfs; be robust if a scenario unmounted it
+        run(["mount", "-t", "configfs", "configfs", "/sys/kernel/config"])
+    initiator_if, target_if = _ifname_for_mac(INITIATOR_MAC), _ifname_for_mac(TARGET_MAC)
+    for ifname in (initiator_if, target_if):
+        run(["ip", "link", "set", ifname, "up"])
+
+    target_ctlr = _create_fcoe_ctlr(target_if)
+    fc = FcoeVn2vn(
+        initiator_host=-1,
+        initiator_wwpn=wwn(INITIATOR_MAC, "2000"),
+        initiator_wwnn=wwn(INITIATOR_MAC, "1000"),
+        target_host=-1,
+        target_wwpn=wwn(TARGET_MAC, "2000"),
+        target_wwnn=wwn(TARGET_MAC, "1000"),
+        initiator_ifname=initiator_if,
+        target_ifname=target_if,
+    )
+    for lun in luns:
+        fc.map_lun(lun)
+    if (fc._tpg / "enable").exists():  # not every kernel's tcm_fc has a TPG enable switch
+        write_attr(fc._tpg / "enable", "1")
+    write_attr(target_ctlr / "enabled", "1")
+    fc.target_host = _ctlr_host(target_ctlr, timeout)
+
+    initiator_ctlr = _create_fcoe_ctlr(initiator_if)
+    write_attr(initiator_ctlr / "enabled", "1")
+    fc.initiator_host = _ctlr_host(initiator_ctlr, timeout)
+
+    wait_for(lambda: any(r["port_name"] == fc.target_wwpn and r["port_state"] == "Online"
+                         for r in fc_rports(fc.initiator_host).values()),
+             timeout=timeout, what="the initiator's rport to the LIO target to be Online")
+    if luns:
+        wait_for(lambda: any(hctl_key(h)[3] == min(luns) for h in scsi_devices(fc.initiator_host)),
+                 timeout=timeout, what=f"LUN {min(luns)} on host{fc.initiator_host}")
+    return fc
+
+
+def _ifname_for_mac(mac: str) -> str:
+    for iface in sorted(Path("/sys/class/net").iterdir()):
+        if read_attr(iface / "address") == mac:
+            return iface.name
+    raise LookupError(f"no NIC with MAC {mac}; boot the guest with lab.boot(..., nics=2)")
+
+
+def _create_fcoe_ctlr(ifname: str) -> Path:
+    """Create a disabled FCoE controller in VN2VN mode on ``ifname``; return its sysfs dir."""
+    devices = FCOE_BUS / "devices"
+    before = set(os.listdir(devices))
+    write_attr(FCOE_BUS / "ctlr_create", ifname)
+    new = wait_for(lambda: sorted(set(os.listdir(devices)) - before), timeout=10,
+                   what=f"an FCoE ctlr on {ifname}")
+    ctlr = devices / new[0]
+    write_attr(ctlr / "mode", "vn2vn")
+    return ctlr
+
+
+def _ctlr_host(ctlr: Path, timeout: float) -> int:
+    hosts = wait_for(lambda: [p.name for p in ctlr.iterdir() if re.fullmatch(r"host\d+", p.name)],
+                     timeout=timeout, what=f"the SCSI host of {ctlr.name}")
+    return int(hosts[0].removeprefix("host"))
+
+
+# --------------------------------------------------------------------------------------------
+# Report: what the host-side test asserts on
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+    seconds: float | None = None
+
+
+class Report:
+    """Named checks plus recorded data, written to /run/kl-out/report.json.
+
+    ``check`` records a pass/fail with a detail string; ``step`` times a block and records it as a
+    check (failed, with the traceback, if it raises); ``record`` keeps observations (sysfs dumps,
+    command output) for the host-side test to assert on.
+    """
+
+    def __init__(self, scenario: str, out_dir: Path = OUT_DIR) -> None:
+        self.scenario = scenario
+        self.path = out_dir / "report.json"
+        self.checks: list[Check] = []
+        self.data: dict[str, Any] = {}
+        self.started = uptime()
+        self._recorded_errors: set[int] = set()  # id() of exceptions already in a failed check
+
+    def check(self, name: str, ok: bool, detail: Any = "", seconds: float | None = None) -> bool:
+        detail_text = detail if isinstance(detail, str) else json.dumps(detail, default=str)
+        self.checks.append(Check(name, bool(ok), detail_text, None if seconds is None else round(seconds, 3)))
+        log(f"{'PASS' if ok else 'FAIL'} {name}{': ' + detail_text if detail_text else ''}")
+        return bool(ok)
+
+    def check_equal(self, name: str, actual: Any, expected: Any) -> bool:
+        return self.check(name, actual == expected, f"expected {expected!r}, got {actual!r}")
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        start = time.monotonic()
+        try:
+            yield
+        except BaseException as exc:
+            # An enclosing step re-raising the same error only notes that it failed too.
+            detail = "failed (see above)" if self.recorded(exc) else traceback.format_exc(limit=8)
+            self.check(name, False, detail, time.monotonic() - start)
+            self._recorded_errors.add(id(exc))
+            raise
+        self.check(name, True, "", time.monotonic() - start)
+
+    def recorded(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is already in the report (a ``step`` caught it on the way out)."""
+        return id(exc) in self._recorded_errors
+
+    def record(self, key: str, value: Any) -> None:
+        self.data[key] = asdict(value) if hasattr(value, "__dataclass_fields__") else value
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    def write(self) -> None:
+        body = {
+            "scenario": self.scenario,
+            "ok": self.ok,
+            "checks": [asdict(c) for c in self.checks],
+            "data": self.data,
+            "uptime_start": self.started,
+            "uptime_end": uptime(),
+        }
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(body, indent=1, default=str))
+        tmp.replace(self.path)
+
+    def finish(self) -> int:
+        """Write the report (and the kernel log, for debugging); return the scenario's exit code."""
+        if not self.checks:
+            self.check("scenario recorded at least one check", False)
+        with contextlib.suppress(Exception):
+            (self.path.parent / "dmesg.txt").write_text(run(["dmesg"], check=False).stdout)
+        self.write()
+        log(f"{self.scenario}: {'OK' if self.ok else 'FAILED'} "
+            f"({sum(c.ok for c in self.checks)}/{len(self.checks)} checks passed)")
+        return 0 if self.ok else 1
+
+
+def run_scenario(name: str, body: Callable[[Report], None]) -> NoReturn:
+    """Run ``body(report)``; an exception becomes a failed check. Exits with the report's verdict."""
+    report = Report(name)
+    try:
+        body(report)
+    except BaseException as exc:  # noqa: BLE001 - the report must be written whatever happened
+        if not report.recorded(exc):
+            report.check("scenario ran to completion", False, traceback.format_exc(limit=8))
+    sys.exit(report.finish())

@@ -1,0 +1,96 @@
+"""Fast host-side tests of lab.py's own logic (no QEMU, no root needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import lab
+
+
+def write_module_tree(moddir: Path) -> None:
+    moddir.mkdir(parents=True)
+    (moddir / "modules.dep").write_text(
+        "kernel/drivers/scsi/sd_mod.ko: kernel/drivers/scsi/scsi_mod.ko kernel/lib/crc-t10dif.ko\n"
+        "kernel/drivers/scsi/scsi_mod.ko: kernel/drivers/scsi/scsi_common.ko\n"
+        "kernel/drivers/scsi/scsi_common.ko:\n"
+        "kernel/lib/crc-t10dif.ko:\n"
+        "kernel/crypto/crct10dif_generic.ko:\n"
+        "kernel/arch/x86/crypto/crct10dif-pclmul.ko:\n"
+        "kernel/drivers/md/dm-mod.ko:\n"
+    )
+    (moddir / "modules.softdep").write_text(
+        "# Soft dependencies extracted from modules themselves.\n"
+        "softdep crc-t10dif pre: crct10dif\n"
+        "softdep dm_mod post: does-not-exist\n"
+    )
+    (moddir / "modules.alias").write_text(
+        "alias crct10dif crct10dif_generic\n"
+        "alias crct10dif crct10dif_pclmul\n"
+        "alias scsi:t-0x00* sd_mod\n"
+    )
+    (moddir / "modules.builtin").write_text("kernel/fs/configfs/configfs.ko\n")
+
+
+def test_closure_follows_deps_softdeps_and_aliases(tmp_path: Path) -> None:
+    write_module_tree(tmp_path / "mods")
+    index = lab.ModuleIndex.load(tmp_path / "mods")
+    assert index.closure(["sd_mod", "dm-mod", "configfs"]) == [
+        "kernel/arch/x86/crypto/crct10dif-pclmul.ko",  # softdep of crc-t10dif, via an alias
+        "kernel/crypto/crct10dif_generic.ko",
+        "kernel/drivers/md/dm-mod.ko",  # '-' and '_' are the same module name
+        "kernel/drivers/scsi/scsi_common.ko",
+        "kernel/drivers/scsi/scsi_mod.ko",
+        "kernel/drivers/scsi/sd_mod.ko",
+        "kernel/lib/crc-t10dif.ko",
+    ]  # configfs is built in: nothing to pack; a softdep on a missing module is ignored
+
+
+def test_closure_rejects_unknown_modules(tmp_path: Path) -> None:
+    write_module_tree(tmp_path / "mods")
+    with pytest.raises(KeyError, match="no_such_module"):
+        lab.ModuleIndex.load(tmp_path / "mods").closure(["no_such_module"])
+
+
+def image(tmp_path: Path) -> lab.KernelImage:
+    return lab.KernelImage("6.1.0-0-amd64", "linux-image-6.1.0-0-amd64",
+                           tmp_path / "vmlinuz", tmp_path / "initrd.img", ())
+
+
+def test_qemu_argv_uses_tcg_and_puts_nics_on_one_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(lab.ACCEL_ENV, raising=False)
+    argv = lab._qemu_argv(image(tmp_path), tmp_path, nics=2, mem_mb=1024)
+    joined = " ".join(argv)
+    assert argv[:3] == ["qemu-system-x86_64", "-accel", "tcg"]
+    assert "-nic none" in joined and "-no-reboot" in joined and "-m 1024" in joined
+    assert "virtio-net-pci,netdev=nic0,mac=52:54:00:00:00:0a,romfile=" in joined
+    assert "virtio-net-pci,netdev=nic1,mac=52:54:00:00:00:0b,romfile=" in joined
+    assert joined.count("hubid=0") == 2
+    assert f"local,path={tmp_path},mount_tag=out" in joined
+    assert lab.nic_mac(1) == "52:54:00:00:00:0b"
+
+
+def test_scenario_command_quotes_arguments() -> None:
+    command = lab.scenario_command("smoke_fcoe", "it's; rm -rf /")
+    assert command.endswith("smoke_fcoe.py 'it'\"'\"'s; rm -rf /'")
+    assert "PYTHONPATH=" in command
+    with pytest.raises(FileNotFoundError):
+        lab.scenario_command("no_such_scenario")
+
+
+def test_describe_shows_failed_checks_and_console_tail(tmp_path: Path) -> None:
+    console = tmp_path / "console.log"
+    console.write_text("".join(f"line {i}\n" for i in range(100)))
+    result = lab.GuestResult(
+        command="true", exit_code=1,
+        report={"checks": [{"name": "LUN 1 appeared", "ok": False, "detail": "got []"},
+                           {"name": "fine", "ok": True}]},
+        console_log=console, outdir=tmp_path, boot_seconds=2.5, run_seconds=None,
+        wall_seconds=9.0, host_boot_seconds=5.0,
+    )
+    text = result.describe(tail_lines=3)
+    assert "FAILED CHECK LUN 1 appeared: got []" in text
+    assert "line 99" in text and "line 96" not in text
+    assert "run=n/a" in text
+    assert not result.ok
