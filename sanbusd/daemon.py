@@ -20,12 +20,15 @@ from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
 from dbus_fast.constants import NameFlag, RequestNameReply
 
-from . import BUS_NAME, __version__
+from . import BUS_NAME, __version__, errors
 from .inventory import diff
 from .kernel.port import Kernel, SimKernel, SysfsKernel
 from .kernel.sysfs import Dirty
 from .kernel.uevent import UEvent, dirty_from_event
-from .service import manager
+from .jobs import Jobs
+from .kernel.uevent import LUNS_CHANGED_UA
+from .scan import Scanner
+from .service import context, host, job, lun, manager  # noqa: F401 - they register handlers
 from .service.api import load_api
 from .service.publisher import Publisher
 from .service.tree import ObjectTree
@@ -46,6 +49,7 @@ class EventPump:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.listeners: list = []          # callables(list[UEvent]) run after each publish
+        self._waiting: list[asyncio.Future] = []   # resolved after the next refresh
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
@@ -53,6 +57,19 @@ class EventPump:
     def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
+
+    async def sync(self, dirty: Dirty) -> None:
+        """feed_dirty, and return once those records are published."""
+        fut = asyncio.get_running_loop().create_future()
+        self._waiting.append(fut)
+        self.feed_dirty(dirty)
+        await fut
+
+    def feed_dirty(self, dirty: Dirty) -> None:
+        """Records an operation knows it changed (e.g. LUNs a scan found): re-read them now
+        instead of waiting on udev, which may be slow under a storm or not running at all."""
+        self.pending.merge(dirty)
+        self._wakeup.set()
 
     def feed(self, events: list[UEvent]) -> None:
         for ev in events:
@@ -77,6 +94,7 @@ class EventPump:
             self._wakeup.clear()
             dirty, self.pending = self.pending, Dirty()
             events, self.events = self.events, []
+            waiting, self._waiting = self._waiting, []
             try:
                 await self.daemon.refresh(dirty)
             except Exception:  # noqa: BLE001 - never let one bad burst stop the pump
@@ -84,6 +102,9 @@ class EventPump:
                 self.pending.everything = True
                 self._wakeup.set()
                 await asyncio.sleep(1)
+            for fut in waiting:
+                if not fut.done():
+                    fut.set_result(None)
             for fn in self.listeners:
                 fn(events)
 
@@ -96,8 +117,34 @@ class Daemon:
         self.publisher: Publisher | None = None
         self.bus: MessageBus | None = None
         self.pump = EventPump(self)
+        self.pump.listeners.append(self._unit_attentions)
+        self.jobs: Jobs | None = None
+        self.scanner: Scanner | None = None
         self._refresh_lock = asyncio.Lock()
         self._stopping = asyncio.Event()
+
+    def _unit_attentions(self, events: list[UEvent]) -> None:
+        """The storage said its LUN inventory changed (the kernel does not rescan by itself):
+        surface it on the host, so a GUI can offer a scan (never scan blindly from here, P5)."""
+        hosts = set()
+        for ev in events:
+            if ev.properties.get("SDEV_UA") == LUNS_CHANGED_UA:
+                hctl = dirty_from_event(ev).luns
+                hosts |= {h.host for h in hctl}
+        if hosts and self.publisher is not None:
+            log.info("storage reports changed LUN inventory on %s: a scan will find the new "
+                     "LUNs", ", ".join(f"host{h}" for h in sorted(hosts)))
+            self.publisher.suggest_rescan(hosts)
+
+    async def caller_uid(self, sender: str) -> int:
+        assert self.bus is not None
+        reply = await self.bus.call(Message(
+            destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus", member="GetConnectionUnixUser", signature="s",
+            body=[sender]))
+        if reply.message_type == MessageType.ERROR:
+            raise errors.Failed(f"cannot tell who called: {reply.body[0] if reply.body else ''}")
+        return int(reply.body[0])
 
     async def refresh(self, dirty: Dirty) -> None:
         if not dirty:
@@ -129,7 +176,9 @@ class Daemon:
         self.bus = await _connect(self.bus_address)
         self.tree = ObjectTree(load_api(), PolkitAuthorizer(self.bus))
         self.publisher = Publisher(self.tree, self.kernel.backend)
-        manager.daemon = self
+        self.jobs = Jobs(self.tree)
+        self.scanner = Scanner(self)
+        context.set_daemon(self)
         self.publisher.publish_all(inv)
         self.tree.attach(self.bus)
         self.pump.start()

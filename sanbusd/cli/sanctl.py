@@ -210,6 +210,92 @@ async def cmd_monitor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _host_path(text: str) -> str:
+    t = text.strip()
+    if t.startswith("/"):
+        return t
+    if t.startswith("host"):
+        t = t[4:]
+    if not t.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a host (give hostN, N or an object "
+                                         "path)")
+    return f"{ROOT}/hosts/host{int(t)}"
+
+
+def _lun_list(text: str) -> list[int]:
+    out = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part:
+                a, b = part.split("-", 1)
+                out.extend(range(int(a), int(b) + 1))
+            elif part:
+                out.append(int(part))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of LUN numbers (e.g. "
+                                         "27,28,29,53 or 27-29)") from None
+    if any(n < 0 for n in out):
+        raise argparse.ArgumentTypeError("LUN numbers are not negative")
+    return out
+
+
+async def cmd_scan(args: argparse.Namespace) -> int:
+    bus = await connect(args.bus)
+    options: dict[str, Variant] = {"timeout": Variant("u", args.timeout)}
+    if args.lun:
+        options["luns"] = Variant("at", sorted({n for chunk in args.lun for n in chunk}))
+    if args.host:
+        options["hosts"] = Variant("ao", sorted(set(args.host)))
+    if args.no_user_interaction:
+        options["auth.no_user_interaction"] = Variant("b", True)
+    for rule in (f"type='signal',sender='{BUS_NAME}',path='{ROOT}',interface='{OM}'",
+                 f"type='signal',sender='{BUS_NAME}',path_namespace='{ROOT}/jobs'"):
+        await bus.call(Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+                               interface="org.freedesktop.DBus", member="AddMatch",
+                               signature="s", body=[rule]))
+    tty = sys.stderr.isatty()
+
+    def progress(value: float) -> None:
+        text = f"scanning: {value * 100:3.0f}% of hosts done"
+        print(("\r" + text) if tty else text, end="" if tty else "\n", file=sys.stderr,
+              flush=True)
+
+    def on_msg(msg: Message):
+        if msg.message_type != MessageType.SIGNAL:
+            return None
+        body = plain(msg.body)
+        if msg.member == "InterfacesAdded" and f"{IF}Job" in body[1]:
+            progress(body[1][f"{IF}Job"]["Progress"])
+        elif (msg.member == "PropertiesChanged" and (msg.path or "").startswith(ROOT + "/jobs/")
+              and "Progress" in body[1]):
+            progress(body[1]["Progress"])
+        return None
+
+    bus.add_message_handler(on_msg)
+    what = ("LUNs " + ",".join(str(n) for n in options["luns"].value)) if args.lun else \
+        "all LUNs"
+    where = ", ".join(p.rsplit("/", 1)[-1] for p in args.host) if args.host else "all hosts"
+    print(f"scanning {where} for {what} ...", file=sys.stderr, flush=True)
+    try:
+        (added,) = await call(bus, ROOT + "/Manager", IF + "Manager", "ScanAll", "a{sv}",
+                              [options], timeout=args.timeout + 60)
+    finally:
+        if tty:
+            print(file=sys.stderr)
+    objs = await managed_objects(bus)
+    bus.disconnect()
+    luns = [objs[p][IF + "Lun"] for p in added if p in objs]
+    wwids = {lun["WWID"] or lun["HCTL"] for lun in luns}
+    print(f"{len(wwids)} new LUNs, {len(luns)} paths")
+    if luns:
+        print(table([[lun["HCTL"], str(lun["Lun"]), lun["BlockDevice"] or "-",
+                      human_size(lun["Size"]), lun["WWID"] or "-", lun["TargetPortName"] or "-"]
+                     for lun in sorted(luns, key=lambda x: (x["Lun"], _hctl_key(x["HCTL"])))],
+                    ["HCTL", "LUN", "DEVICE", "SIZE", "WWID", "TARGET PORT"]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sanctl", description="Show and manage SAN storage through sanbusd "
@@ -223,6 +309,20 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("monitor", help="print devices appearing and going, and property "
                        "changes, as they happen")
     m.set_defaults(func=cmd_monitor)
+    sc = sub.add_parser("scan", help="rescan SCSI hosts and list the LUNs that appeared",
+                        description="Rescan SCSI hosts for new SAN storage and print the LUN "
+                        "paths that appeared. With --lun only those LUN numbers are scanned "
+                        "(no wildcard is written, so LUNs nobody asked for stay away).")
+    sc.add_argument("--host", action="append", type=_host_path, metavar="H",
+                    help="scan only this host (hostN, N or object path); repeat for more "
+                         "(default: all hosts)")
+    sc.add_argument("--lun", action="append", type=_lun_list, metavar="LIST",
+                    help="only these LUN numbers, e.g. 27,28,29,53 or 27-29")
+    sc.add_argument("--timeout", type=int, default=60, metavar="S",
+                    help="seconds to wait for each host (default 60)")
+    sc.add_argument("--no-user-interaction", action="store_true",
+                    help="fail instead of asking for authentication")
+    sc.set_defaults(func=cmd_scan)
     return p
 
 

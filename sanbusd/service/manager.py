@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
-
 from dbus_fast import Variant
 
 from .. import errors, paths
 from ..kernel.formats import multipath_wwid, normalize_wwn, parse_hctl
+from ..scan import SCAN_ALL_OPTIONS, request_from_options
+from .context import daemon
 from .publisher import MANAGER_I
 from .tree import Call, method
 
-if TYPE_CHECKING:
-    from ..daemon import Daemon
-
 _DEVSPEC_KEYS = {"path": "s", "wwid": "s", "wwpn": "s", "hctl": "s"}
-
-daemon: "Daemon | None" = None      # set by the daemon at start-up
 
 
 def _devspec(raw: dict[str, Variant]) -> dict[str, str]:
@@ -49,8 +44,7 @@ def _device_name(path: str) -> str:
 @method(MANAGER_I, "ResolveDevice", readonly=True)
 async def resolve_device(call: Call, devspec: dict[str, Variant]) -> list[str]:
     spec = _devspec(devspec)
-    assert daemon is not None
-    inv = daemon.publisher.inventory
+    inv = daemon().publisher.inventory
     candidates: list[set[str]] = []
     if "path" in spec:
         name = _device_name(spec["path"])
@@ -78,3 +72,10 @@ async def resolve_device(call: Call, devspec: dict[str, Variant]) -> list[str]:
         candidates.append({paths.lun(hctl)} if hctl in inv.luns else set())
     result = set.intersection(*candidates)
     return sorted(result)
+
+
+@method(MANAGER_I, "ScanAll", action="org.example.sanstorage.rescan", options=SCAN_ALL_OPTIONS)
+async def scan_all(call: Call) -> list[str]:
+    d = daemon()
+    req = request_from_options(call.options, set(d.publisher.inventory.hosts))
+    return await d.scanner.scan(req, await d.caller_uid(call.sender))

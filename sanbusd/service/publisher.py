@@ -29,11 +29,13 @@ def render_manager(backend: str) -> Objects:
     return {MANAGER_I: {"Version": __version__, "Backend": backend}}
 
 
-def render_host(inv: Inventory, h: ScsiHost, luns: list[Lun]) -> Objects:
+def render_host(inv: Inventory, h: ScsiHost, luns: list[Lun],
+                rescan_suggested: bool = False) -> Objects:
     out: Objects = {HOST_I: {
         "Name": h.name, "Number": h.number, "Driver": h.driver, "Transport": h.transport,
         "State": h.state, "UniqueId": h.unique_id & 0xFFFFFFFF,
-        "Luns": [paths.lun(lun.hctl) for lun in sorted(luns, key=lambda x: x.hctl)]}}
+        "Luns": [paths.lun(lun.hctl) for lun in sorted(luns, key=lambda x: x.hctl)],
+        "RescanSuggested": rescan_suggested}}
     if h.fc is not None:
         fc = h.fc
         vport = inv.vports.get(h.vport) if h.vport else None
@@ -86,6 +88,7 @@ class Publisher:
         self._vhba_paths: dict[str, str] = {}   # vport name -> path (WWPN keyed)
         self._map_paths: dict[str, str] = {}    # dm-N -> path
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future]] = []
+        self.rescan_suggested: set[int] = set()     # hosts whose storage reported new LUNs
         tree.details = self.details
 
     # -- whole and partial publication ---------------------------------------------------------
@@ -96,7 +99,8 @@ class Publisher:
         for lun in inv.luns.values():
             by_host.setdefault(lun.hctl.host, []).append(lun)
         for n, h in inv.hosts.items():
-            updates[paths.host(n)] = render_host(inv, h, by_host.get(n, []))
+            updates[paths.host(n)] = render_host(inv, h, by_host.get(n, []),
+                                                 n in self.rescan_suggested)
         for lun in inv.luns.values():
             updates[paths.lun(lun.hctl)] = render_lun(inv, lun)
         self._vhba_paths = {}
@@ -167,7 +171,9 @@ class Publisher:
                     by_host[lun.hctl.host].append(lun)
             for n in hosts:
                 h = new.hosts.get(n)
-                updates[paths.host(n)] = render_host(new, h, by_host[n]) if h else None
+                updates[paths.host(n)] = (render_host(new, h, by_host[n],
+                                                      n in self.rescan_suggested)
+                                          if h else None)
         for hctl in luns:
             lun = new.luns.get(hctl)
             updates[paths.lun(hctl)] = render_lun(new, lun) if lun else None
@@ -198,6 +204,31 @@ class Publisher:
         self.inventory = new
         self.tree.apply(updates)
         self._wake()
+
+    # -- hosts whose storage says its LUN inventory changed (SDEV_UA) -------------------------
+
+    def _rerender_hosts(self, hosts: set[int]) -> None:
+        inv = self.inventory
+        updates: dict[str, Objects | None] = {}
+        for n in hosts:
+            h = inv.hosts.get(n)
+            if h is not None:
+                updates[paths.host(n)] = render_host(
+                    inv, h, [lun for k, lun in inv.luns.items() if k.host == n],
+                    n in self.rescan_suggested)
+        self.tree.apply(updates)
+
+    def suggest_rescan(self, hosts: set[int]) -> None:
+        new = hosts - self.rescan_suggested
+        if new:
+            self.rescan_suggested |= new
+            self._rerender_hosts(new)
+
+    def clear_rescan_suggested(self, hosts) -> None:
+        gone = set(hosts) & self.rescan_suggested
+        if gone:
+            self.rescan_suggested -= gone
+            self._rerender_hosts(gone)
 
     # -- waiting for objects (a call returns only once its objects are on the bus) -------------
 

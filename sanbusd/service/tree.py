@@ -68,13 +68,18 @@ class Registration:
     fn: Handler
     action: str | None              # polkit action; None means declared read-only
     options: dict[str, str]         # allowed option keys -> D-Bus signature
+    # Narrow, declared exception to the check (udisks' cancel-job vs cancel-job-other-user):
+    # when it answers True for a call (the caller started this job), polkit is not asked.
+    exempt: Callable[["Call"], Awaitable[bool]] | None = None
 
 
 _REGISTRY: dict[tuple[str, str], Registration] = {}
 
 
 def method(interface: str, member: str, *, action: str | None = None, readonly: bool = False,
-           options: dict[str, str] | None = None) -> Callable[[Handler], Handler]:
+           options: dict[str, str] | None = None,
+           exempt: Callable[["Call"], Awaitable[bool]] | None = None
+           ) -> Callable[[Handler], Handler]:
     """Declare the implementation of one D-Bus method. It must name its polkit `action`, or say
     `readonly=True`; one or the other, never neither (checked at start-up against the XML)."""
     if (action is None) == (not readonly):
@@ -82,7 +87,7 @@ def method(interface: str, member: str, *, action: str | None = None, readonly: 
 
     def deco(fn: Handler) -> Handler:
         _REGISTRY[(interface, member)] = Registration(interface, member, fn, action,
-                                                      dict(options or {}))
+                                                      dict(options or {}), exempt)
         return fn
     return deco
 
@@ -211,6 +216,11 @@ class ObjectTree:
             for sig in (*added_s, *changed_s, *removed_s):
                 self.bus.send(sig)
 
+    def emit(self, path: str, iface: str, member: str, sig: str, body: list) -> None:
+        """A signal of one of our interfaces (e.g. Job.Completed)."""
+        if self.bus is not None:
+            self.bus.send(self._signal(path, iface, member, sig, body))
+
     @staticmethod
     def _signal(path: str, iface: str, member: str, sig: str, body: list) -> Message:
         return Message(message_type=MessageType.SIGNAL, path=path, interface=iface,
@@ -303,7 +313,8 @@ class ObjectTree:
     async def _run(self, msg: Message, call: Call, reg: Registration, mdef: MethodDef,
                    args: list) -> None:
         try:
-            if reg.action is not None:
+            if reg.action is not None and not (reg.exempt is not None
+                                               and await reg.exempt(call)):
                 await self.authorizer.check(call, reg.action, self.details(call.path))
             result = await reg.fn(call, *args)
             out_sig = mdef.out_signature
