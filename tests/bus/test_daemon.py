@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from conftest import DEMO_FABRIC, ROOT, busctl, start_daemon
+from sanbus_testing import DEMO_FABRIC, ROOT, busctl, start_daemon
 
 
 def test_name_is_owned_only_once_the_objects_exist(system_bus, tmp_path):

@@ -8,7 +8,7 @@ import pytest
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
-from conftest import ROOT, busctl
+from sanbus_testing import ROOT, busctl
 
 from sanbusd.service.api import parse_api
 from sanbusd.service.tree import Authorizer, ObjectTree, Registration

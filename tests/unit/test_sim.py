@@ -11,7 +11,7 @@ from sanbusd.kernel.formats import HCTL
 from sanbusd.kernel.sim import SimulatedSan
 from sanbusd.kernel.sysfs import SysfsReader
 
-from conftest import DEMO_FABRIC
+from sanbus_testing import DEMO_FABRIC
 
 SCAN = "class/scsi_host/host1/scan"
 

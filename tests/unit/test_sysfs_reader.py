@@ -12,7 +12,7 @@ from sanbusd.kernel.formats import HCTL
 from sanbusd.kernel.sim import SimulatedSan
 from sanbusd.kernel.sysfs import Dirty, SysfsReader
 
-from conftest import DEMO_FABRIC
+from sanbus_testing import DEMO_FABRIC
 
 
 @pytest.fixture
