@@ -118,6 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--lun", required=True, type=_luns)
     s.add_argument("--from", dest="initiators", type=_wwns,
                    help="initiator WWPNs (default: all)")
+    s = sub.add_parser("resize", help="grow a LUN on the array (hosts see it after a rescan "
+                       "of the device)")
+    s.add_argument("--array", required=True)
+    s.add_argument("--lun", required=True, type=int)
+    s.add_argument("--size", required=True)
     sub.add_parser("writes", help="print every write the daemon made to the simulated sysfs")
     s = sub.add_parser("layout", help="lay out FABRIC's sysfs tree in DIR (no daemon), e.g. "
                        "for lsscsi --sysfsroot DIR/sys or sanbusd --sysfs-root DIR/sys")
@@ -151,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "unprovision":
         request(args.dir, {"command": "unprovision", "array": args.array, "luns": args.lun,
                            "initiators": args.initiators})
+    elif args.command == "resize":
+        request(args.dir, {"command": "resize", "array": args.array, "lun": args.lun,
+                           "size": args.size})
     elif args.command == "writes":
         for w in request(args.dir, {"command": "writes"})["writes"]:
             print(f"{w['path']}\t{w['data']!r}\t{w['result']}")

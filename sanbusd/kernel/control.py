@@ -35,6 +35,8 @@ def handle(sim: SimulatedSan, req: dict) -> dict:
         for lun in req["luns"]:
             sim.unprovision(req["array"], int(lun),
                             {normalize_wwn(w) for w in ini} if ini else None)
+    elif cmd == "resize":
+        sim.resize(req["array"], int(req["lun"]), parse_size(req["size"]))
     elif cmd == "writes":
         with sim._lock:
             return {"ok": True, "writes": [asdict(w) for w in sim.writes]}

@@ -76,6 +76,7 @@ class WriteRecord:
     path: str
     data: str
     result: str                     # "ok" or the errno name
+    end: float = 0.0                # time.time() when the write returned (the kernel work ended)
 
 
 class SimulatedSan:
@@ -413,7 +414,7 @@ class SimulatedSan:
 
     def _record(self, rel: str, data: str, result: str) -> None:
         with self._lock:
-            self.writes.append(WriteRecord(rel, data, result))
+            self.writes.append(WriteRecord(rel, data, result, time.time()))
 
     def _dispatch_write(self, rel: str, data: str) -> None:
         parts = rel.strip("/").split("/")
@@ -691,6 +692,21 @@ class SimulatedSan:
             affected = set(spec.masked_to) if initiators is None else initiators
             spec.masked_to -= affected
             events = self._unit_attention(ai, affected)
+        self._send(events)
+
+    def resize(self, array: str, lun: int, size: int) -> None:
+        """The array admin grows a LUN. Hosts see the new size after a rescan of the device."""
+        with self._lock:
+            ai = self._array_index(array)
+            spec = self.fabric.arrays[ai].luns.get(lun)
+            if spec is None:
+                raise KeyError(f"array {array} has no LUN {lun}")
+            spec.size = size
+            events = [self._ev("change", "scsi", ddir, "scsi_device",
+                               SDEV_UA="CAPACITY_DATA_HAS_CHANGED")
+                      for hctl, ddir in sorted(self.luns.items())
+                      if hctl.lun == lun and (rp := self._rport_of(hctl)) is not None
+                      and rp.array == ai]
         self._send(events)
 
     def _array_index(self, name: str) -> int:

@@ -1,0 +1,304 @@
+"""Discover new SAN storage: the main story and everything around it, on the simulated SAN."""
+
+import asyncio
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from dbus_fast import Message, MessageType, Variant
+from dbus_fast.aio import MessageBus
+
+from sanbus_testing import ROOT, busctl, run, sanctl, start_daemon, wait_until
+
+MGR = f"{ROOT}/Manager"
+A1, A2 = "10000090fa1b2c01", "10000090fa1b2c02"     # the demo host's two HBA ports
+ASKED = [27, 28, 29, 53]
+
+
+def paths_for(luns, hosts=(1, 2)):
+    return sorted(f"{ROOT}/luns/{h}_0_0_{n}" for h in hosts for n in luns)
+
+
+async def _call(address, path, iface, member, sig="", body=None, user_bus=None):
+    bus = user_bus or await MessageBus(bus_address=address).connect()
+    try:
+        return await bus.call(Message(destination="org.example.SanStorage", path=path,
+                                      interface=iface, member=member, signature=sig,
+                                      body=body or []))
+    finally:
+        if user_bus is None:
+            bus.disconnect()
+
+
+def call(d, path, iface, member, sig="", body=None):
+    return asyncio.run(_call(d.bus.address, path, iface, member, sig, body))
+
+
+def scan_all(d, **options):
+    sigs = {"luns": "at", "hosts": "ao", "timeout": "u", "channel": "u", "target": "u"}
+    opts = {k: Variant(sigs[k], v) for k, v in options.items()}
+    return call(d, MGR, "org.example.SanStorage.Manager", "ScanAll", "a{sv}", [opts])
+
+
+def prop(d, path, iface, name):
+    reply = call(d, path, "org.freedesktop.DBus.Properties", "Get", "ss", [iface, name])
+    assert reply.message_type == MessageType.METHOD_RETURN, reply.body
+    return reply.body[0].value
+
+
+def provision(d, luns, to=(A1, A2), size="10G"):
+    d.sim({"command": "provision", "array": "netapp1", "luns": luns, "initiators": list(to),
+           "size": size})
+
+
+def scan_writes(d):
+    return [(w["path"], w["data"]) for w in d.writes() if w["path"].endswith("/scan")]
+
+
+def test_the_main_story_finds_exactly_the_luns_asked_for(daemon):
+    provision(daemon, ASKED + [30])                     # 30: provisioned, nobody mentions it
+    h1 = f"{ROOT}/hosts/host1"
+    # the array's unit attention reaches the host object (the kernel does not scan by itself)
+    wait_until(lambda: prop(daemon, h1, "org.example.SanStorage.ScsiHost", "RescanSuggested"))
+    reply = scan_all(daemon, luns=ASKED)
+    assert reply.message_type == MessageType.METHOD_RETURN, reply.body
+    added = reply.body[0]
+    assert added == paths_for(ASKED)                     # every path, nothing else
+    tree = busctl(daemon, "tree", "org.example.SanStorage").stdout
+    assert "luns/1_0_0_30" not in tree and "luns/2_0_0_30" not in tree
+    for p in added:                                       # usable at once: objects with devices
+        lun = prop(daemon, p, "org.example.SanStorage.Lun", "BlockDevice")
+        assert lun.startswith("/dev/sd")
+    writes = scan_writes(daemon)
+    assert writes and all(not data.endswith("-") and "-" not in data for _, data in writes)
+    assert {data.split()[2] for _, data in writes} == {str(n) for n in ASKED}
+    assert prop(daemon, h1, "org.example.SanStorage.ScsiHost", "RescanSuggested") is False
+    # The LUNs' WWIDs match across paths: one WWID per LUN number.
+    wwids = {prop(daemon, p, "org.example.SanStorage.Lun", "WWID") for p in added}
+    assert len(wwids) == 4
+
+
+def test_sanctl_scan_prints_the_new_luns(daemon):
+    provision(daemon, ASKED + [30])
+    r = sanctl(daemon, "scan", "--lun", "27,28,29,53")
+    assert "4 new LUNs, 8 paths" in r.stdout
+    for n in ASKED:
+        assert f"1:0:0:{n}" in r.stdout and f"2:0:0:{n}" in r.stdout
+    assert "1:0:0:30" not in r.stdout
+    assert "100% of hosts done" in r.stderr
+
+
+def test_a_wildcard_scan_of_one_host(daemon):
+    provision(daemon, [30], to=(A1,))
+    reply = call(daemon, f"{ROOT}/hosts/host1", "org.example.SanStorage.ScsiHost", "Scan",
+                 "a{sv}", [{}])
+    assert reply.body[0] == [f"{ROOT}/luns/1_0_0_30"]
+    assert scan_writes(daemon) == [("class/scsi_host/host1/scan", "- - -")]
+    # Nothing new: success, and an empty answer.
+    reply = call(daemon, f"{ROOT}/hosts/host1", "org.example.SanStorage.ScsiHost", "Scan",
+                 "a{sv}", [{}])
+    assert reply.message_type == MessageType.METHOD_RETURN and reply.body[0] == []
+
+
+@pytest.mark.parametrize("options,name,words", [
+    ({"luns": Variant("at", [])}, "org.example.SanStorage.Error.InvalidArgument", "empty"),
+    ({"luns": Variant("at", [27, 70000])}, "org.example.SanStorage.Error.InvalidArgument",
+     "LUN 70000 is out of range"),
+    ({"luns": Variant("as", ["27"])}, "org.freedesktop.DBus.Error.InvalidArgs", "type at"),
+    ({"lun": Variant("at", [27])}, "org.freedesktop.DBus.Error.InvalidArgs", "unknown option"),
+    ({"hosts": Variant("ao", [f"{ROOT}/hosts/host9"])}, "org.example.SanStorage.Error.NotFound",
+     "no SCSI host"),
+    ({"hosts": Variant("ao", [f"{ROOT}/luns/1_0_0_0"])},
+     "org.example.SanStorage.Error.NotFound", "no SCSI host"),
+    ({"timeout": Variant("u", 0)}, "org.example.SanStorage.Error.InvalidArgument", "timeout"),
+    ({"channel": Variant("u", 4096)}, "org.example.SanStorage.Error.InvalidArgument", "channel"),
+])
+def test_bad_input_is_refused_before_anything_is_written(daemon, options, name, words):
+    reply = call(daemon, MGR, "org.example.SanStorage.Manager", "ScanAll", "a{sv}", [options])
+    assert reply.message_type == MessageType.ERROR
+    assert reply.error_name == name and words in reply.body[0]
+    assert daemon.writes() == []
+
+
+def test_a_kernel_refusal_is_a_named_error_for_that_host(daemon):
+    # Channel 3 does not exist on these hosts: the kernel answers EINVAL.
+    reply = scan_all(daemon, channel=3, hosts=[f"{ROOT}/hosts/host1"])
+    assert reply.error_name == "org.example.SanStorage.Error.InvalidArgument"
+    assert "host1" in reply.body[0] and "EINVAL" in reply.body[0]
+    assert daemon.writes()[-1]["result"] == "EINVAL"
+    assert prop(daemon, MGR, "org.example.SanStorage.Manager", "Backend") == "simulated"
+
+
+SLOW_HOST_FABRIC = """
+[defaults]
+scan_delay = 0.1
+[[host]]
+type = "fc"
+wwnn = "2000000000000001"
+wwpn = "1000000000000001"
+fabric = "A"
+scan_delay = 4.0
+[[host]]
+type = "fc"
+wwnn = "2000000000000002"
+wwpn = "1000000000000002"
+fabric = "A"
+[[array]]
+name = "arr"
+wwnn = "5000000000000001"
+[[array.port]]
+wwpn = "5000000000000011"
+fabric = "A"
+[[array.lun]]
+lun = 0
+masked_to = ["1000000000000001", "1000000000000002"]
+"""
+
+
+@pytest.fixture
+def slow_daemon(system_bus, tmp_path):
+    fabric = tmp_path / "slow.toml"
+    fabric.write_text(SLOW_HOST_FABRIC)
+    d = start_daemon(system_bus, tmp_path, fabric)
+    yield d
+    assert d.stop() == 0
+    assert "Traceback" not in d.log()
+
+
+def test_a_slow_host_times_out_while_the_others_complete_then_is_busy(slow_daemon):
+    d = slow_daemon
+    d.sim({"command": "provision", "array": "arr", "luns": [5],
+           "initiators": ["1000000000000001", "1000000000000002"]})
+    t0 = time.monotonic()
+    reply = scan_all(d, luns=[5], timeout=1)
+    assert time.monotonic() - t0 < 3
+    assert reply.error_name == "org.example.SanStorage.Error.TimedOut"
+    assert "host0" in reply.body[0] and f"{ROOT}/luns/1_0_0_5" in reply.body[0]
+    busctl(d, "get-property", "org.example.SanStorage", f"{ROOT}/luns/1_0_0_5",
+           "org.example.SanStorage.Lun", "Size")          # the fast host's LUN is there
+    # The kernel is still scanning host0: a new scan waits for it, then says Busy.
+    reply = call(d, f"{ROOT}/hosts/host0", "org.example.SanStorage.ScsiHost", "Scan", "a{sv}",
+                 [{"timeout": Variant("u", 1)}])
+    assert reply.error_name == "org.example.SanStorage.Error.Busy"
+    assert "still busy" in reply.body[0]
+    # Only one write reached host0: no second thread piled up behind the first.
+    assert len([w for w in d.writes() if "host0" in w["path"]]) <= 1
+    # Once the kernel is done, host0's LUN appears (the scan went on) and scans work again.
+    time.sleep(3.5)
+    reply = call(d, f"{ROOT}/hosts/host0", "org.example.SanStorage.ScsiHost", "Scan", "a{sv}",
+                 [{"timeout": Variant("u", 10)}])
+    assert reply.message_type == MessageType.METHOD_RETURN, reply.body
+    busctl(d, "get-property", "org.example.SanStorage", f"{ROOT}/luns/0_0_0_5",
+           "org.example.SanStorage.Lun", "Size")
+
+
+def test_identical_concurrent_scans_share_one_scan(daemon):
+    provision(daemon, ASKED)
+    results = []
+
+    def one():
+        results.append(scan_all(daemon, luns=ASKED))
+    threads = [threading.Thread(target=one) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r.body[0] for r in results] == [paths_for(ASKED)] * 3
+    # one set of writes (hosts 0..2 with known targets x 4 LUNs), not three
+    writes = scan_writes(daemon)
+    assert len(writes) == len(set(writes))
+
+
+def test_a_scan_is_a_job_with_progress_and_a_completed_signal(daemon):
+    async def go():
+        bus = await MessageBus(bus_address=daemon.bus.address).connect()
+        await bus.call(Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+                               interface="org.freedesktop.DBus", member="AddMatch",
+                               signature="s", body=["type='signal',sender='org.example."
+                                                    "SanStorage'"]))
+        seen = []
+        bus.add_message_handler(lambda m: seen.append(m) if m.message_type ==
+                                MessageType.SIGNAL else None)
+        reply = await bus.call(Message(
+            destination="org.example.SanStorage", path=MGR,
+            interface="org.example.SanStorage.Manager", member="ScanAll", signature="a{sv}",
+            body=[{"luns": Variant("at", [27])}]))
+        await asyncio.sleep(0.2)
+        bus.disconnect()
+        return reply, seen
+    reply, seen = asyncio.run(go())
+    assert reply.message_type == MessageType.METHOD_RETURN
+    added = [m for m in seen if m.member == "InterfacesAdded" and "/jobs/" in m.body[0]]
+    assert len(added) == 1
+    job_path, ifaces = added[0].body
+    job = ifaces["org.example.SanStorage.Job"]
+    assert job["Operation"].value == "scan" and job["StartedByUID"].value == 0
+    assert job["Objects"].value == [f"{ROOT}/hosts/host{n}" for n in range(4)]
+    progress = [m.body[1]["Progress"].value for m in seen if m.member == "PropertiesChanged"
+                and m.path == job_path and "Progress" in m.body[1]]
+    assert progress == sorted(progress) and progress[-1] == 1.0
+    completed = [m for m in seen if m.member == "Completed" and m.path == job_path]
+    assert [m.body[0] for m in completed] == [True]
+    # the finished job stays readable
+    assert prop(daemon, job_path, "org.example.SanStorage.Job", "Finished") is True
+    assert prop(daemon, job_path, "org.example.SanStorage.Job", "Success") is True
+
+
+CANCEL_FABRIC = SLOW_HOST_FABRIC.replace("scan_delay = 4.0", "scan_delay = 1.0")
+
+
+def test_cancel_stops_what_has_not_started_and_the_call_says_cancelled(system_bus, tmp_path):
+    fabric = tmp_path / "f.toml"
+    fabric.write_text(CANCEL_FABRIC)
+    d = start_daemon(system_bus, tmp_path, fabric)
+    try:
+        result = {}
+
+        def scan():
+            result["reply"] = scan_all(d, luns=[1, 2, 3, 4, 5, 6], hosts=[f"{ROOT}/hosts/host0"])
+        t = threading.Thread(target=scan)
+        t.start()
+        time.sleep(1.5)
+        jobs = [line.split("─")[-1] for line in busctl(d, "tree", "org.example.SanStorage")
+                .stdout.split("\n") if "/jobs/" in line]
+        assert jobs
+        # another user may not cancel root's job; root may
+        r = run("busctl", f"--address={d.bus.address}", "call", "org.example.SanStorage",
+                jobs[0], "org.example.SanStorage.Job", "Cancel", "a{sv}", "1",
+                "auth.no_user_interaction", "b", "true", user="sanbob", env=d.env, check=False)
+        assert r.returncode != 0 and "authentication" in r.stderr, r.stderr
+        busctl(d, "call", "org.example.SanStorage", jobs[0], "org.example.SanStorage.Job",
+               "Cancel", "a{sv}", "0")
+        t.join(10)
+        reply = result["reply"]
+        assert reply.error_name == "org.example.SanStorage.Error.Cancelled"
+        time.sleep(1.2)
+        assert len([w for w in d.writes() if "host0" in w["path"]]) < 6
+        assert prop(d, jobs[0], "org.example.SanStorage.Job", "Success") is False
+    finally:
+        assert d.stop() == 0
+
+
+def test_lun_rescan_updates_the_size_and_delete_removes_a_stale_path(daemon):
+    p = f"{ROOT}/luns/1_0_0_2"
+    daemon.sim({"command": "resize", "array": "netapp1", "lun": 2, "size": "80G"})
+    time.sleep(0.3)
+    assert prop(daemon, p, "org.example.SanStorage.Lun", "Size") == 50 << 30
+    busctl(daemon, "call", "org.example.SanStorage", p, "org.example.SanStorage.Lun", "Rescan",
+           "a{sv}", "0")
+    assert prop(daemon, p, "org.example.SanStorage.Lun", "Size") == 80 << 30
+    # The array unmaps LUN 2: the path stays (as on a real SAN) until deleted.
+    daemon.sim({"command": "unprovision", "array": "netapp1", "luns": [2]})
+    busctl(daemon, "call", "org.example.SanStorage", p, "org.example.SanStorage.Lun", "Delete",
+           "a{sv}", "0")
+    assert p not in busctl(daemon, "tree", "org.example.SanStorage").stdout
+    assert ("class/scsi_device/1:0:0:2/device/delete", "1") in [
+        (w["path"], w["data"]) for w in daemon.writes()]
+    host_luns = prop(daemon, f"{ROOT}/hosts/host1", "org.example.SanStorage.ScsiHost", "Luns")
+    assert p not in host_luns
+    # and a rescan does not bring it back
+    reply = call(daemon, f"{ROOT}/hosts/host1", "org.example.SanStorage.ScsiHost", "Scan",
+                 "a{sv}", [{}])
+    assert reply.body[0] == []
