@@ -70,6 +70,25 @@ def main() -> int:
         monitor.terminate()
         monitor.wait()
 
+        say("The main story. The SAN team: \"I've provisioned the LUNs, the LUNs are 27, 28, "
+            "29 and 53.\" (They also mapped LUN 30, and didn't say.)")
+        shell("sanbusd-sim provision --array netapp1 --lun 27,28,29,53,30 "
+              "--to 10000090fa1b2c01,10000090fa1b2c02", env)
+        time.sleep(0.5)
+        print("The array raised a unit attention; the host objects say a scan is due:")
+        shell("busctl --system get-property org.example.SanStorage "
+              "/org/example/SanStorage/hosts/host1 org.example.SanStorage.ScsiHost "
+              "RescanSuggested", env)
+        say("The VM admin scans for exactly those LUNs: every path, and not LUN 30")
+        shell("sanctl scan --lun 27,28,29,53", env)
+        print("What sanbusd wrote to the hosts' scan files (no wildcard):")
+        shell("sanbusd-sim writes", env)
+
+        say("The same with busctl, as another service would: a scan of one host for LUN 30")
+        shell("busctl --system --timeout=120 call org.example.SanStorage "
+              "/org/example/SanStorage/hosts/host1 org.example.SanStorage.ScsiHost Scan "
+              "a{sv} 1 luns at 1 30", env)
+
         say("Bad input gets a named error that says what to do")
         r = subprocess.run(shlex.split(
             "busctl --system call org.example.SanStorage /org/example/SanStorage/Manager "
