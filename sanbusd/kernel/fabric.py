@@ -42,6 +42,7 @@ class HostSpec:
     port_type: str = "NPort (fabric via point-to-point)"
     speed: str = "16 Gbit"
     max_npiv_vports: int = 0        # 0: the driver has no vport_create
+    port_id: str = ""               # the port's FC address ("0x%06x"); "" = the simulation picks one
     max_lun: int = 65535
     max_id: int = 256
     scan_delay: float | None = None
@@ -60,7 +61,9 @@ class LunSpec:
 class PortSpec:
     wwpn: str
     fabric: str
-    port_id: str = ""
+    port_id: str = ""               # "" = the simulation picks one
+    # What the initiator's rport shows. A LIO tcm_fc port is "FCP Target, FCP Initiator".
+    roles: tuple[str, ...] = ("FCP Target",)
 
 
 @dataclass(slots=True)
@@ -81,6 +84,8 @@ class Fabric:
     scan_delay: float = 0.05        # seconds a `scan` write blocks its host
     dev_loss_tmo: float = 1.0
     fabric_npiv: dict[str, bool] = field(default_factory=dict)   # fabric -> switch allows NPIV
+    # fabric -> the switch's WWN as fc_host/fabric_name shows it; 0 for no switch (FCoE VN2VN)
+    fabric_wwn: dict[str, int] = field(default_factory=dict)
 
 
 def generated_wwid(array_index: int, lun: int) -> str:
@@ -110,6 +115,20 @@ def _wwn(d: dict, key: str, where: str) -> str:
         raise FabricError(f"{where}: {e}") from None
 
 
+def _port_id(d: dict, where: str) -> str:
+    """An FC address (24 bits) as the kernel prints it, "0x%06x"; "" when not given."""
+    text = _get(d, "port_id", str, where, "")
+    if not text:
+        return ""
+    try:
+        value = int(text, 16)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 0xFFFFFF:
+        raise FabricError(f"{where}: port_id must be a 24-bit hex FC address such as 0x010200")
+    return f"0x{value:06x}"
+
+
 def parse_fabric(data: dict) -> Fabric:
     defaults = data.get("defaults", {})
     fabric = Fabric(
@@ -118,6 +137,11 @@ def parse_fabric(data: dict) -> Fabric:
         dev_loss_tmo=_get(defaults, "dev_loss_tmo", float, "defaults", 1.0))
     for name, sw in data.get("switch", {}).items():
         fabric.fabric_npiv[name] = bool(sw.get("npiv", True))
+        if "wwn" in sw:
+            try:
+                fabric.fabric_wwn[name] = int(_get(sw, "wwn", str, f"switch.{name}"), 16)
+            except ValueError:
+                raise FabricError(f"switch.{name}: wwn must be hex digits (\"0\": no switch)") from None
     for i, h in enumerate(data.get("host", [])):
         where = f"host[{i}]"
         typ = _get(h, "type", str, where)
@@ -133,6 +157,7 @@ def parse_fabric(data: dict) -> Fabric:
             spec.port_state = _get(h, "port_state", str, where, "Online")
             spec.speed = _get(h, "speed", str, where, "16 Gbit")
             spec.max_npiv_vports = _get(h, "max_npiv_vports", int, where, 0)
+            spec.port_id = _port_id(h, where)
         spec.max_lun = _get(h, "max_lun", int, where, 65535)
         spec.max_id = _get(h, "max_id", int, where, 256)
         if "scan_delay" in h:
@@ -150,7 +175,9 @@ def parse_fabric(data: dict) -> Fabric:
     for i, a in enumerate(data.get("array", [])):
         where = f"array[{i}]"
         ports = [PortSpec(wwpn=_wwn(p, "wwpn", f"{where}.port[{j}]"),
-                          fabric=_get(p, "fabric", str, f"{where}.port[{j}]"))
+                          fabric=_get(p, "fabric", str, f"{where}.port[{j}]"),
+                          port_id=_port_id(p, f"{where}.port[{j}]"),
+                          roles=tuple(_get(p, "roles", list, f"{where}.port[{j}]", ["FCP Target"])))
                  for j, p in enumerate(a.get("port", []))]
         luns: dict[int, LunSpec] = {}
         for j, lu in enumerate(a.get("lun", [])):
@@ -159,8 +186,10 @@ def parse_fabric(data: dict) -> Fabric:
             if n in luns:
                 raise FabricError(f"{lw}: LUN {n} defined twice")
             masked = {normalize_wwn(w) for w in _get(lu, "masked_to", list, lw, [])}
-            luns[n] = LunSpec(lun=n, size=parse_size(lu.get("size", "10G")),
-                              wwid=_get(lu, "wwid", str, lw, "") or generated_wwid(i, n),
+            # No "wwid": a generated NAA id. wwid = "": the LUN has no VPD page 0x83 (a LIO
+            # RAM disk: its device/wwid read fails with ENXIO), so it publishes no WWID.
+            wwid = _get(lu, "wwid", str, lw) if "wwid" in lu else generated_wwid(i, n)
+            luns[n] = LunSpec(lun=n, size=parse_size(lu.get("size", "10G")), wwid=wwid,
                               masked_to=masked)
         fabric.arrays.append(ArraySpec(
             name=_get(a, "name", str, where, f"array{i}"),

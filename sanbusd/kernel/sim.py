@@ -209,7 +209,8 @@ class SimulatedSan:
             fc = {"node_name": sysfs_wwn_text(h.wwnn), "port_name": sysfs_wwn_text(h.wwpn),
                   "permanent_port_name": sysfs_wwn_text(h.wwpn),
                   "fabric_name": self._fabric_name(h),
-                  "port_id": f"0x{0x010000 + n * 0x100:06x}",
+                  "port_id": (spec.port_id if parent is None and spec.port_id
+                              else f"0x{0x010000 + n * 0x100:06x}"),
                   "port_state": spec.port_state if parent is None else "Online",
                   "port_type": "NPIV VPORT" if parent is not None else spec.port_type,
                   "speed": spec.speed, "supported_speeds": "4 Gbit, 8 Gbit, 16 Gbit",
@@ -232,6 +233,8 @@ class SimulatedSan:
     def _fabric_name(self, h: SimHost) -> str:
         if not h.fabric:
             return "0x0"
+        if h.fabric in self.fabric.fabric_wwn:      # as the fabric file says (0: no switch)
+            return f"0x{self.fabric.fabric_wwn[h.fabric]:x}"
         # A switch WWN derived from the fabric's name: stable across runs (hash() is not).
         return f"0x10000000{zlib.crc32(h.fabric.encode()):08x}"
 
@@ -274,7 +277,7 @@ class SimulatedSan:
         self._attrs(rdev, {"uevent": ""})
         rel = self._class_dev(rdev, "fc_remote_ports", name, {
             "node_name": sysfs_wwn_text(arr.wwnn), "port_name": sysfs_wwn_text(port.wwpn),
-            "port_id": f"0x{0x020000 + ai * 0x100 + tid:06x}", "roles": "FCP Target",
+            "port_id": self._rport_port_id(ai, port, tid), "roles": ", ".join(port.roles),
             "port_state": "Online", "scsi_target_id": str(tid), "dev_loss_tmo": "60",
             "fast_io_fail_tmo": "off", "supported_classes": "Class 3",
             "maxframe_size": "2048 bytes"})
@@ -284,6 +287,10 @@ class SimulatedSan:
         for lun in sorted(self._masked_luns(h, ai)):
             events += self._add_lun(h, 0, tid, lun, self.rports[name])
         return events
+
+    @staticmethod
+    def _rport_port_id(ai: int, port: PortSpec, tid: int) -> str:
+        return port.port_id or f"0x{0x020000 + ai * 0x100 + tid:06x}"
 
     def _masked_luns(self, h: SimHost, ai: int) -> list[int]:
         return [n for n, spec in self.fabric.arrays[ai].luns.items() if h.wwpn in spec.masked_to]
@@ -324,7 +331,9 @@ class SimulatedSan:
             if rport is not None:
                 self._class_dev(tdir, "fc_transport", tname, {
                     "node_name": sysfs_wwn_text(self.fabric.arrays[rport.array].wwnn),
-                    "port_name": sysfs_wwn_text(rport.port.wwpn), "port_id": "0x000000"})
+                    "port_name": sysfs_wwn_text(rport.port.wwpn),
+                    # the kernel copies the rport's port_id here (lsscsi -t shows it)
+                    "port_id": self._rport_port_id(rport.array, rport.port, rport.target_id)})
         name = str(hctl)
         ddir = f"{tdir}/{name}"
         attrs = {"vendor": f"{vendor:<8.8}", "model": f"{model:<16.16}", "rev": f"{rev:<4.4}",

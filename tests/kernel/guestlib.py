@@ -136,6 +136,8 @@ class ScsiDevice:
     wwid: str | None  # sysfs device/wwid (VPD 0x83); multipath uses udev's ID_SERIAL instead
     block: str | None  # e.g. "sda"
     size_bytes: int | None
+    type: int | None = None  # SCSI peripheral device type (0 disk)
+    rport: str | None = None  # "rport-H:C-N" the device hangs under (FC only)
 
 
 def scsi_hosts(proc_name: str | None = None) -> list[int]:
@@ -168,6 +170,8 @@ def scsi_device_info(hctl: str) -> ScsiDevice:
     blocks = sorted(os.listdir(dev / "block")) if (dev / "block").is_dir() else []
     block = blocks[0] if blocks else None
     sectors = read_attr(f"/sys/block/{block}/size") if block else None
+    peripheral_type = read_attr(dev / "type")
+    rports = [part for part in Path(os.path.realpath(dev)).parts if part.startswith("rport-")]
     return ScsiDevice(
         hctl=hctl,
         vendor=read_attr(dev / "vendor"),
@@ -177,6 +181,8 @@ def scsi_device_info(hctl: str) -> ScsiDevice:
         wwid=read_attr(dev / "wwid"),
         block=block,
         size_bytes=int(sectors) * 512 if sectors else None,  # /sys/block/*/size is in 512-byte units
+        type=int(peripheral_type) if peripheral_type is not None else None,
+        rport=rports[-1] if rports else None,
     )
 
 
@@ -416,6 +422,42 @@ def _ctlr_host(ctlr: Path, timeout: float) -> int:
     hosts = wait_for(lambda: [p.name for p in ctlr.iterdir() if re.fullmatch(r"host\d+", p.name)],
                      timeout=timeout, what=f"the SCSI host of {ctlr.name}")
     return int(hosts[0].removeprefix("host"))
+
+
+# --------------------------------------------------------------------------------------------
+# The whole SCSI/FC picture, read straight from sysfs (independently of sanbusd's own reader)
+
+
+def host_transport(host: int) -> str:
+    """What the kernel says a host is: an fc_host, iscsi_host or sas_host class device, or none."""
+    for cls, transport in (("fc_host", "fc"), ("iscsi_host", "iscsi"), ("sas_host", "sas")):
+        if (Path("/sys/class") / cls / f"host{host}").exists():
+            return transport
+    return "other"
+
+
+def sysfs_snapshot() -> dict[str, Any]:
+    """Every SCSI host (with its fc_host attributes), FC remote port and SCSI device, as plain data.
+
+    Host-side tests compare this with what sanbusd publishes (sanview.sysfs_differences), so it
+    reads sysfs with nothing but open()/listdir(), not with sanbusd's reader.
+    """
+    hosts: dict[str, Any] = {}
+    for n in scsi_hosts():
+        info: dict[str, Any] = dict(scsi_host_info(n))
+        info["transport"] = host_transport(n)
+        if info["transport"] == "fc":
+            info["fc"] = fc_host_attrs(n)
+            info["fc"]["vport_create"] = (FC_HOST / f"host{n}" / "vport_create").exists()
+        hosts[f"host{n}"] = info
+    rports = {}
+    for n in scsi_hosts():
+        rports.update(fc_rports(n))
+    return {
+        "hosts": hosts,
+        "rports": rports,
+        "luns": {hctl: asdict(scsi_device_info(hctl)) for hctl in scsi_devices()},
+    }
 
 
 # --------------------------------------------------------------------------------------------

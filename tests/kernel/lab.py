@@ -536,6 +536,14 @@ def run_scenario(name: str, *, image: KernelImage, outdir: Path, **boot_args) ->
     return boot(scenario_command(name), image=image, outdir=outdir, label=name, **boot_args)
 
 
+def run_group(group: str, names: Iterable[str], *, image: KernelImage, outdir: Path,
+              **boot_args) -> GuestResult:
+    """One boot for a group of scenarios (``scenarios/group.py``; see sanscenario.GroupRunner)."""
+    names = list(names)
+    return boot(scenario_command("group", *names), image=image, outdir=outdir,
+                label=f"group {group} ({', '.join(names)})", **boot_args)
+
+
 def boot(
     command: str,
     *,

@@ -1,0 +1,238 @@
+"""In the guest: what a real host runs around sanbusd, and a client that drives it over D-Bus.
+
+``SanStack`` starts a private system bus (sanbusd.devbus.PrivateBus, with the policy files we ship),
+the real polkitd on it, and ``python -m sanbusd`` on the real /sys (so events come from udev through
+pyudev). ``SanClient`` is a dbus-fast client on its own thread: GetManagedObjects, method calls,
+and a recorder of InterfacesAdded/InterfacesRemoved (AddMatch on the manager path) and
+PropertiesChanged. Start systemd-udevd (guestlib.start_udevd) before any of this.
+
+Needs the project venv (dbus-fast); lab.guest_python() runs scenarios with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dbus_fast import Message, MessageType, Variant
+from dbus_fast.aio import MessageBus
+
+import guestlib as g
+from sanview import ROOT
+
+BUS_NAME = "org.example.SanStorage"
+OM_IFACE = "org.freedesktop.DBus.ObjectManager"
+PROPS_IFACE = "org.freedesktop.DBus.Properties"
+RUN_DIR = Path("/run/sanbus-klab")  # its parents (/run) are 0755: user polkitd reaches the socket
+
+
+def plain(value: Any) -> Any:
+    """dbus-fast values (Variants inside dicts and lists) as plain JSON-able data."""
+    if isinstance(value, Variant):
+        return plain(value.value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+class SanStack:
+    """Private system bus + polkitd + sanbusd on the real kernel. Logs go to the report directory."""
+
+    def __init__(self, out_dir: Path = g.OUT_DIR) -> None:
+        self.out_dir = out_dir
+        self.bus: Any = None
+        self.daemon: subprocess.Popen | None = None
+        self.daemon_log = out_dir / "sanbusd.log"
+        self.timings: dict[str, float] = {}
+
+    def start(self) -> SanStack:
+        from sanbusd.devbus import PrivateBus  # the venv; imported late so guestlib users need not
+
+        RUN_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
+        os.chmod(RUN_DIR, 0o755)
+        t = time.monotonic()
+        self.bus = PrivateBus(str(RUN_DIR / "bus")).start()
+        self.timings["bus"] = round(time.monotonic() - t, 2)
+        t = time.monotonic()
+        self.bus.start_polkitd(timeout=60)
+        self.timings["polkitd"] = round(time.monotonic() - t, 2)
+        t = time.monotonic()
+        self.start_daemon()
+        self.timings["sanbusd"] = round(time.monotonic() - t, 2)
+        return self
+
+    @property
+    def address(self) -> str:
+        return self.bus.address
+
+    def start_daemon(self, timeout: float = 120) -> None:
+        """``python -m sanbusd --bus ADDRESS`` (sysfs root /sys, so udev via pyudev); wait for ready.
+
+        As tests/conftest.py's start_daemon: the daemon writes "ready" to --ready-fd once it owns
+        its name, i.e. once every object is published.
+        """
+        r, w = os.pipe()
+        log = open(self.daemon_log, "ab")
+        self.daemon = subprocess.Popen(
+            [sys.executable, "-m", "sanbusd", "--bus", self.address, "--ready-fd", str(w), "-v"],
+            env=self.bus.env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            pass_fds=(w,))
+        os.close(w)
+        ready: list[bytes] = []
+        reader = threading.Thread(target=lambda: ready.append(os.fdopen(r, "rb").readline()), daemon=True)
+        reader.start()
+        reader.join(timeout)
+        if ready != [b"ready\n"]:
+            raise RuntimeError(f"sanbusd did not become ready within {timeout:.0f}s "
+                               f"(exit code {self.daemon.poll()}):\n{self.log()[-4000:]}")
+
+    def log(self) -> str:
+        try:
+            return self.daemon_log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop_daemon(self, timeout: float = 20) -> int | None:
+        """SIGTERM, as systemd stops it; the exit code (None if it had to be killed)."""
+        if self.daemon is None:
+            return None
+        if self.daemon.poll() is None:
+            self.daemon.send_signal(signal.SIGTERM)
+            try:
+                self.daemon.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.daemon.kill()
+                self.daemon.wait()
+                return None
+        return self.daemon.returncode
+
+    def stop(self) -> None:
+        self.stop_daemon()
+        if self.bus is not None:
+            # Keep the bus and polkitd logs for the report directory before PrivateBus deletes them.
+            for name in ("bus.log", "polkitd.log"):
+                try:
+                    (self.out_dir / name).write_bytes((self.bus.rundir / name).read_bytes())
+                except OSError:
+                    pass
+            self.bus.stop()
+
+    def busctl(self, *args: str, timeout: float = 60) -> str:
+        return g.run(["busctl", f"--address={self.address}", *args], timeout=timeout).stdout
+
+
+class SanClient:
+    """A dbus-fast client on its own thread and event loop, usable from synchronous scenario code.
+
+    Records every ObjectManager signal from the manager path, and every PropertiesChanged under
+    it, as dicts: {"seq", "t" (monotonic), "member", "path", "sender", "object", "interfaces"} or,
+    for PropertiesChanged, {"interface", "changed"}.
+    """
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.signals: list[dict[str, Any]] = []
+        self._cond = threading.Condition()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="san-client", daemon=True)
+        self._thread.start()
+        self._bus: MessageBus = self._run(self._connect())
+        self.owner: str = self._run(self._call("org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                               "org.freedesktop.DBus", "GetNameOwner", "s", [BUS_NAME]))[0]
+
+    def _run(self, coro, timeout: float = 120) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    async def _connect(self) -> MessageBus:
+        bus = await MessageBus(bus_address=self.address).connect()
+        bus.add_message_handler(self._on_message)
+        for rule in (f"type='signal',sender='{BUS_NAME}',path='{ROOT}',interface='{OM_IFACE}'",
+                     f"type='signal',sender='{BUS_NAME}',path_namespace='{ROOT}',"
+                     f"interface='{PROPS_IFACE}',member='PropertiesChanged'"):
+            reply = await bus.call(Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+                                           interface="org.freedesktop.DBus", member="AddMatch",
+                                           signature="s", body=[rule]))
+            if reply.message_type == MessageType.ERROR:
+                raise RuntimeError(f"AddMatch {rule}: {reply.error_name} {reply.body}")
+        return bus
+
+    async def _call(self, dest: str, path: str, iface: str, member: str, sig: str = "",
+                    body: list | None = None) -> list:
+        reply = await self._bus.call(Message(destination=dest, path=path, interface=iface, member=member,
+                                             signature=sig, body=body or []))
+        if reply.message_type == MessageType.ERROR:
+            raise RuntimeError(f"{iface}.{member}: {reply.error_name}: {reply.body}")
+        return reply.body
+
+    def _on_message(self, msg: Message) -> None:
+        if msg.message_type != MessageType.SIGNAL:
+            return
+        record: dict[str, Any] = {"t": time.monotonic(), "member": msg.member, "path": msg.path,
+                                  "sender": msg.sender}
+        if msg.interface == OM_IFACE and msg.member == "InterfacesAdded":
+            record.update(object=msg.body[0], interfaces=sorted(msg.body[1]), properties=plain(msg.body[1]))
+        elif msg.interface == OM_IFACE and msg.member == "InterfacesRemoved":
+            record.update(object=msg.body[0], interfaces=sorted(msg.body[1]))
+        elif msg.interface == PROPS_IFACE and msg.member == "PropertiesChanged":
+            record.update(object=msg.path, interface=msg.body[0], changed=plain(msg.body[1]))
+        else:
+            return
+        with self._cond:
+            record["seq"] = len(self.signals)
+            self.signals.append(record)
+            self._cond.notify_all()
+
+    # -- what scenarios use -----------------------------------------------------------------------
+
+    def call(self, path: str, iface: str, member: str, sig: str = "", body: list | None = None) -> list:
+        return plain(self._run(self._call(BUS_NAME, path, iface, member, sig, body)))
+
+    def managed_objects(self) -> dict[str, dict[str, dict[str, Any]]]:
+        return self.call(ROOT, OM_IFACE, "GetManagedObjects")[0]
+
+    def mark(self) -> int:
+        """A position in the signal record; ``since(mark)`` is what arrived after it."""
+        with self._cond:
+            return len(self.signals)
+
+    def since(self, mark: int, member: str | None = None) -> list[dict[str, Any]]:
+        with self._cond:
+            return [s for s in self.signals[mark:] if member is None or s["member"] == member]
+
+    def wait_signals(self, predicate: Callable[[list[dict[str, Any]]], bool], *, since: int,
+                     timeout: float, what: str) -> list[dict[str, Any]]:
+        """Wait until ``predicate(signals since the mark)`` holds; return those signals."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate(self.signals[since:]):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}; got "
+                                       f"{[(s['member'], s.get('object')) for s in self.signals[since:]]}")
+                self._cond.wait(left)
+            return list(self.signals[since:])
+
+    def close(self) -> None:
+        try:
+            self._bus.disconnect()
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+
+
+def objects_added(signals: list[dict], paths: set[str]) -> bool:
+    return paths <= {s["object"] for s in signals if s["member"] == "InterfacesAdded"}
+
+
+def objects_removed(signals: list[dict], paths: set[str]) -> bool:
+    return paths <= {s["object"] for s in signals if s["member"] == "InterfacesRemoved"}

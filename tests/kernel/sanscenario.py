@@ -1,0 +1,308 @@
+"""Kernel scenarios for sanbusd: one description, run on the real kernel AND on the simulated SAN.
+
+A scenario (see scenarios/scsi_debug.py, scenarios/fcoe.py) is a small dataclass:
+
+* ``setup(ctx)`` runs in the guest before sanbusd starts and builds kernel state (scsi_debug hosts,
+  an FCoE initiator with a LIO target); it tells ``ctx.set_hosts`` which SCSI hosts are its own.
+* ``exercise(ctx)`` runs in the guest with sanbusd up and drives changes (add a host, delete a LUN,
+  map a LUN and scan), waiting for the D-Bus signals they must cause; ``ctx.checkpoint(name)``
+  records the whole object tree, sysfs and lsscsi at that point.
+* ``fabric(checkpoint)`` describes the same state for the simulated SAN (data/fabrics/*.toml as a
+  dict); test_conformance.py runs sanbusd on it and compares the two trees (sanview.normalize).
+
+Scenarios are grouped into boots (``scenarios.GROUPS``): one QEMU boot sets up every scenario of a
+group, starts one sanbusd, then exercises them in turn. The host-side tests (test_<scenario>.py)
+assert on ``GroupRun``, the report the boot wrote.
+
+This module is imported on the host and in the guest; it needs only the standard library.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import sanview
+
+if TYPE_CHECKING:  # guest-only modules
+    import guestlib
+    import guestsan
+
+INITIAL = "initial"  # the checkpoint taken right after sanbusd started (its cold-plug read)
+
+
+class Scenario:
+    """Base class; subclasses are frozen dataclasses with their parameters as fields."""
+
+    name: ClassVar[str]
+    nics: ClassVar[int] = 0  # lab.boot(nics=...): FCoE needs 2 (initiator + LIO target port)
+    checkpoints: ClassVar[tuple[str, ...]] = (INITIAL,)  # the states compared with the simulated SAN
+
+    def setup(self, ctx: Context) -> None:
+        raise NotImplementedError
+
+    def exercise(self, ctx: Context) -> None:
+        pass
+
+    def fabric(self, checkpoint: str) -> dict[str, Any]:
+        """The simulated SAN's fabric (the TOML of data/fabrics/demo.toml, as a dict) for a checkpoint."""
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------------
+# In the guest
+
+
+class Context:
+    """What a scenario gets in the guest: the report, its own hosts, the client, checkpoints."""
+
+    def __init__(self, scenario: Scenario, run: GroupRunner) -> None:
+        self.scenario = scenario
+        self.name = scenario.name
+        self._run = run
+        self.hosts: list[int] = []
+        self.data: dict[str, Any] = {}
+        self.hosts_at: dict[str, list[int]] = {}
+        self.timings: dict[str, float] = {}
+        self.failed = False
+
+    @property
+    def report(self) -> guestlib.Report:
+        return self._run.report
+
+    @property
+    def client(self) -> guestsan.SanClient:
+        assert self._run.client is not None, "the client exists only in exercise()"
+        return self._run.client
+
+    @property
+    def stack(self) -> guestsan.SanStack:
+        assert self._run.stack is not None
+        return self._run.stack
+
+    def set_hosts(self, hosts: list[int]) -> None:
+        """The SCSI hosts this scenario owns (compared with the simulated SAN's hosts, in order)."""
+        self.hosts = sorted(hosts)
+
+    def step(self, name: str) -> contextlib.AbstractContextManager[None]:
+        return self.report.step(f"{self.name}: {name}")
+
+    def check(self, name: str, ok: bool, detail: Any = "") -> bool:
+        return self.report.check(f"{self.name}: {name}", ok, detail)
+
+    def check_equal(self, name: str, actual: Any, expected: Any) -> bool:
+        return self.report.check_equal(f"{self.name}: {name}", actual, expected)
+
+    def record(self, key: str, value: Any) -> None:
+        self.data[key] = value
+
+    @contextlib.contextmanager
+    def timed(self, key: str) -> Iterator[None]:
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.timings[key] = round(time.monotonic() - start, 2)
+
+    def checkpoint(self, name: str) -> dict[str, Any]:
+        """Record the whole tree, sysfs and lsscsi once the daemon has caught up with the kernel."""
+        key = name if name == INITIAL else f"{self.name}:{name}"
+        self.hosts_at[name] = list(self.hosts)
+        return self._run.snapshot(key)
+
+    def wait_converged(self, timeout: float = 60) -> float:
+        return self._run.wait_converged(timeout)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"hosts": self.hosts, "hosts_at": self.hosts_at, "timings": self.timings, "data": self.data}
+
+
+class GroupRunner:
+    """One boot: udevd, every scenario's setup, bus + polkitd + sanbusd, a client, the exercises."""
+
+    def __init__(self, scenarios: list[Scenario], report: guestlib.Report) -> None:
+        self.scenarios = scenarios
+        self.report = report
+        self.contexts = [Context(s, self) for s in scenarios]
+        self.stack: guestsan.SanStack | None = None
+        self.client: guestsan.SanClient | None = None
+        self.checkpoints: dict[str, Any] = {}
+        self.timings: dict[str, float] = {}
+        report.record("group", [s.name for s in scenarios])
+
+    def run(self) -> None:
+        import guestlib as g
+        import guestsan
+
+        try:
+            with self.report.step("start systemd-udevd"):
+                g.start_udevd()  # before any device exists: it sees the kernel's own events
+            for ctx in self.contexts:
+                try:
+                    with ctx.timed("setup"), ctx.step("setup"):
+                        ctx.scenario.setup(ctx)
+                except Exception:  # noqa: BLE001 - recorded as a failed check; the others still run
+                    ctx.failed = True
+            with self.report.step("udev settle after setup"):
+                self.timings["settle"] = round(g.settle(timeout=180), 2)
+            start = time.monotonic()
+            with self.report.step("start private system bus, polkitd and sanbusd"):
+                self.stack = guestsan.SanStack().start()
+                self.client = guestsan.SanClient(self.stack.address)
+            self.timings.update({f"start {k}": v for k, v in self.stack.timings.items()})
+            self.timings["start total"] = round(time.monotonic() - start, 2)
+            self.report.record("daemon_owner", self.client.owner)
+            self.report.record("manager", self.client.call(
+                f"{sanview.ROOT}/Manager", "org.freedesktop.DBus.Properties", "GetAll", "s",
+                [sanview.MANAGER_I])[0])
+            for ctx in self.contexts:
+                ctx.hosts_at[INITIAL] = list(ctx.hosts)
+            self.snapshot(INITIAL)
+            for ctx in self.contexts:
+                if ctx.failed:
+                    continue
+                try:
+                    with ctx.timed("exercise"), ctx.step("exercise"):
+                        ctx.scenario.exercise(ctx)
+                except Exception:  # noqa: BLE001 - recorded; go on with the next scenario
+                    ctx.failed = True
+        finally:
+            self.finish()
+
+    def finish(self) -> None:
+        if self.client is not None:
+            self.report.record("signals", self.client.signals)
+            self.client.close()
+        if self.stack is not None:
+            rc = self.stack.stop_daemon()
+            log = self.stack.log()
+            self.report.record("daemon_exit_code", rc)
+            self.report.check_equal("sanbusd stops cleanly on SIGTERM", rc, 0)
+            self.report.check("no traceback in sanbusd's log", "Traceback" not in log,
+                              log[-3000:] if "Traceback" in log else "")
+            self.stack.stop()
+        self.report.record("checkpoints", self.checkpoints)
+        self.report.record("scenarios", {ctx.name: ctx.as_dict() for ctx in self.contexts})
+        self.report.record("timings", self.timings)
+
+    # -- snapshots ------------------------------------------------------------------------------
+
+    def wait_converged(self, timeout: float) -> float:
+        """Wait until the published tree matches sysfs exactly (udev done, daemon's burst published)."""
+        import guestlib as g
+
+        start = time.monotonic()
+        g.settle(timeout=timeout)
+        diffs: list[str] = []
+        while time.monotonic() - start < timeout:
+            diffs = sanview.sysfs_differences(self.client.managed_objects(), g.sysfs_snapshot())
+            if not diffs:
+                return round(time.monotonic() - start, 2)
+            time.sleep(0.2)
+        raise TimeoutError(f"sanbusd's objects still differ from sysfs after {timeout:.0f}s: {diffs[:20]}")
+
+    def snapshot(self, key: str) -> dict[str, Any]:
+        import guestlib as g
+
+        assert self.client is not None and self.stack is not None
+        with self.report.step(f"checkpoint {key}: objects match sysfs"):
+            converged = self.wait_converged(60)
+        snap = {
+            "converged_seconds": converged,
+            "objects": self.client.managed_objects(),
+            "sysfs": g.sysfs_snapshot(),
+            "busctl_objects": sanview.plain_busctl(json.loads(self.stack.busctl(
+                "--json=short", "call", "org.example.SanStorage", sanview.ROOT,
+                "org.freedesktop.DBus.ObjectManager", "GetManagedObjects"))),
+            "busctl_tree": self.stack.busctl("--list", "tree", "org.example.SanStorage"),
+            "lsscsi": g.run(["lsscsi"]).stdout,
+            "lsscsi_t": g.run(["lsscsi", "-t"]).stdout,
+            "lsscsi_H": g.run(["lsscsi", "-H"]).stdout,
+            "hosts": {ctx.name: ctx.hosts_at.get(key.split(":")[-1], ctx.hosts) for ctx in self.contexts
+                      if key == INITIAL or key.startswith(f"{ctx.name}:")},
+        }
+        self.checkpoints[key] = snap
+        return snap
+
+
+# --------------------------------------------------------------------------------------------
+# On the host
+
+
+@dataclass
+class ScenarioRun:
+    """One scenario's part of a group boot's report (``result`` is the boot's lab.GuestResult)."""
+
+    name: str
+    report: dict[str, Any]
+    result: Any = None
+    info: dict[str, Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.info = self.report["data"]["scenarios"][self.name]
+
+    def describe(self) -> str:
+        """For assertion messages: failed checks and the console tail."""
+        return self.result.describe() if self.result is not None else json.dumps(self.failed_checks)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.info["data"]
+
+    @property
+    def failed_checks(self) -> list[dict]:
+        return [c for c in self.report["checks"] if not c["ok"] and c["name"].startswith(f"{self.name}: ")]
+
+    @property
+    def checks(self) -> list[dict]:
+        return [c for c in self.report["checks"] if c["name"].startswith(f"{self.name}: ")]
+
+    def snapshot(self, checkpoint: str) -> dict[str, Any]:
+        key = checkpoint if checkpoint == INITIAL else f"{self.name}:{checkpoint}"
+        return self.report["data"]["checkpoints"][key]
+
+    def hosts(self, checkpoint: str) -> list[int]:
+        return self.info["hosts_at"][checkpoint]
+
+    def signals(self, step: str) -> list[dict]:
+        return self.data[step]["signals"]
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """The fabric dicts scenarios build, as TOML (tables, arrays of tables, scalars, lists of scalars)."""
+    lines: list[str] = []
+
+    def scalar(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)  # a JSON string is a valid TOML basic string
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(scalar(x) for x in v) + "]"
+        raise TypeError(f"cannot write {v!r} as TOML")
+
+    def table(prefix: str, d: dict[str, Any], array: bool) -> None:
+        if prefix:
+            lines.append(f"[[{prefix}]]" if array else f"[{prefix}]")
+        nested = []
+        for k, v in d.items():
+            if isinstance(v, dict) or (isinstance(v, list) and v and isinstance(v[0], dict)):
+                nested.append((k, v))
+            else:
+                lines.append(f"{k} = {scalar(v)}")
+        for k, v in nested:
+            name = f"{prefix}.{k}" if prefix else k
+            if isinstance(v, dict):
+                table(name, v, False)
+            else:
+                for item in v:
+                    table(name, item, True)
+
+    table("", data, False)
+    return "\n".join(lines) + "\n"

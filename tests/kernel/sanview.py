@@ -1,0 +1,243 @@
+"""sanbusd's object tree as plain data: compare it with sysfs and lsscsi, normalize it for conformance.
+
+Standard library only: the guest uses it to decide when the daemon has caught up with the kernel,
+the host-side tests to assert on what the guest recorded and to compare the kernel's tree with the
+simulated SAN's. An *object tree* is GetManagedObjects with the variants unpacked:
+``{path: {interface: {property: value}}}`` (see guestsan.plain and plain_busctl).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+ROOT = "/org/example/SanStorage"
+IFACE = "org.example.SanStorage."
+HOST_I, FC_I, LUN_I, MANAGER_I = (IFACE + n for n in ("ScsiHost", "FcHost", "Lun", "Manager"))
+NO_OBJECT = "/"
+
+Tree = dict[str, dict[str, dict[str, Any]]]
+
+
+def host_path(name: str) -> str:
+    return f"{ROOT}/hosts/{name}"
+
+
+def lun_path(hctl: str) -> str:
+    return f"{ROOT}/luns/{hctl.replace(':', '_')}"
+
+
+def hctl_key(hctl: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in hctl.split(":"))
+
+
+def wwn(sysfs_value: str | None) -> str:
+    """The kernel's "0x%llx" WWN as the API spells it: 16 lower-case hex digits, no 0x."""
+    if not sysfs_value:
+        return ""
+    return sysfs_value.lower().removeprefix("0x").zfill(16)
+
+
+def plain_busctl(document: dict) -> Tree:
+    """``busctl --json=short call … GetManagedObjects`` output -> an object tree."""
+    (objects,) = document["data"]
+    return {path: {iface: {name: prop["data"] for name, prop in props.items()}
+                   for iface, props in ifaces.items()}
+            for path, ifaces in objects.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Objects vs sysfs (guestlib.sysfs_snapshot)
+
+
+def expected_from_sysfs(sysfs: dict) -> Tree:
+    """What sanbusd must publish for the hosts, FC ports and LUNs in a sysfs snapshot.
+
+    Written from the API contract (data/org.example.SanStorage.xml) and the raw sysfs values,
+    independently of sanbusd's reader and publisher.
+    """
+    tree: Tree = {}
+    luns_by_host: dict[str, list[str]] = {}
+    for hctl in sorted(sysfs["luns"], key=hctl_key):
+        luns_by_host.setdefault(f"host{hctl.split(':')[0]}", []).append(lun_path(hctl))
+    for name, h in sysfs["hosts"].items():
+        number = int(name.removeprefix("host"))
+        obj = {HOST_I: {
+            "Name": name, "Number": number, "Driver": h["proc_name"], "Transport": h["transport"],
+            "State": h["state"], "UniqueId": int(h["unique_id"] or 0),
+            "Luns": luns_by_host.get(name, []),
+        }}
+        if h["transport"] == "fc":
+            fc = h["fc"]
+            capable = bool(fc["vport_create"])
+            rports = sorted((r for r in sysfs["rports"].items() if r[0].startswith(f"rport-{number}:")),
+                            key=lambda item: _rport_key(item[0]))
+            obj[FC_I] = {
+                "WWNN": wwn(fc["node_name"]), "WWPN": wwn(fc["port_name"]),
+                "FabricName": _fabric_name(fc["fabric_name"]),
+                "PortState": fc["port_state"] or "", "PortType": fc["port_type"] or "",
+                "PortId": fc["port_id"] or "", "Speed": fc["speed"] or "",
+                "NpivCapable": capable,
+                "MaxVports": int(fc["max_npiv_vports"]) if capable else 0,
+                "VportsInUse": int(fc["npiv_vports_inuse"]) if capable else 0,
+                "RemotePorts": [[rname, wwn(r["port_name"]), wwn(r["node_name"]), r["port_id"] or "",
+                                 [role.strip() for role in (r["roles"] or "").split(",") if role.strip()],
+                                 r["port_state"] or "", int(r["scsi_target_id"])]
+                                for rname, r in rports],
+                "Vhba": NO_OBJECT,
+            }
+        tree[host_path(name)] = obj
+    for hctl, d in sysfs["luns"].items():
+        rport = sysfs["rports"].get(d["rport"] or "")
+        tree[lun_path(hctl)] = {LUN_I: {
+            "HCTL": hctl, "Host": host_path(f"host{hctl.split(':')[0]}"), "Lun": hctl_key(hctl)[3],
+            "Vendor": d["vendor"] or "", "Model": d["model"] or "", "Revision": d["rev"] or "",
+            "Type": d["type"] if d["type"] is not None else -1,
+            "WWID": d["wwid"] or "",  # None: the attribute is missing or unreadable (ENXIO)
+            "Size": d["size_bytes"] or 0,
+            "BlockDevice": f"/dev/{d['block']}" if d["block"] else "",
+            "State": d["state"] or "",
+            "TargetPortName": wwn(rport["port_name"]) if rport else "",
+            "MultipathMap": NO_OBJECT,
+        }}
+    return tree
+
+
+def _fabric_name(sysfs_value: str | None) -> str:
+    """0x0 and 0xffffffffffffffff mean "no fabric" (link down, or no switch as in VN2VN): ""."""
+    name = wwn(sysfs_value)
+    return "" if name in ("0" * 16, "f" * 16) else name
+
+
+def _rport_key(name: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", name))
+
+
+def sysfs_differences(objects: Tree, sysfs: dict) -> list[str]:
+    """Where the published hosts and LUNs differ from sysfs; [] when they match exactly."""
+    expected = expected_from_sysfs(sysfs)
+    published = {p: o for p, o in objects.items() if p.startswith((f"{ROOT}/hosts/", f"{ROOT}/luns/"))}
+    diffs = [f"missing object {p}" for p in sorted(expected.keys() - published.keys())]
+    diffs += [f"object not in sysfs {p}" for p in sorted(published.keys() - expected.keys())]
+    for path in sorted(expected.keys() & published.keys()):
+        want, got = expected[path], published[path]
+        if set(want) != set(got):
+            diffs.append(f"{path}: interfaces {sorted(got)}, sysfs says {sorted(want)}")
+        for iface in want.keys() & got.keys():
+            for prop, value in want[iface].items():
+                if got[iface].get(prop) != value:
+                    diffs.append(f"{path} {iface.removeprefix(IFACE)}.{prop} = {got[iface].get(prop)!r}, "
+                                 f"sysfs says {value!r}")
+    return diffs
+
+
+# --------------------------------------------------------------------------------------------
+# lsscsi
+
+
+def parse_lsscsi(text: str) -> dict[str, dict[str, str]]:
+    """``lsscsi`` lines -> {hctl: {type, vendor, model, rev, device}}.
+
+    The vendor (8), model (16) and revision (4) columns are fixed width and may contain spaces.
+    """
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"^\[(\d+:\d+:\d+:\d+)\]\s+(\S+)\s+(.{8}) (.{16}) (.{4})\s+(\S+)\s*$", line)
+        if m:
+            hctl, kind, vendor, model, rev, device = m.groups()
+            out[hctl] = {"type": kind, "vendor": vendor.strip(), "model": model.strip(),
+                         "rev": rev.strip(), "device": device}
+    return out
+
+
+def parse_lsscsi_transport(text: str) -> dict[str, dict[str, str]]:
+    """``lsscsi -t`` lines -> {hctl: {transport, device}}; FC shows ``fc:0x<target wwpn>,0x<port id>``."""
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"^\[(\d+:\d+:\d+:\d+)\]\s+(\S+)\s+(\S*)\s+(\S+)\s*$", line)
+        if m:
+            hctl, _kind, transport, device = m.groups()
+            out[hctl] = {"transport": transport, "device": device}
+    return out
+
+
+def parse_lsscsi_hosts(text: str) -> dict[str, str]:
+    """``lsscsi -H`` lines -> {"hostN": driver}."""
+    return {f"host{n}": driver for n, driver in re.findall(r"^\[(\d+)\]\s+(\S+)", text, re.M)}
+
+
+# --------------------------------------------------------------------------------------------
+# Conformance: the part of a tree that the kernel and the simulated SAN must agree on
+
+
+def normalize(tree: Tree, hosts: list[int]) -> Tree:
+    """The objects of ``hosts`` (and their LUNs), renamed and trimmed to what both worlds model.
+
+    Differences that are legitimate, and only those, are removed:
+
+    * host numbers: the kernel numbers hosts in the order they were created, across every driver
+      loaded in the boot (and the LIO target's own fcoe port takes one); the simulated SAN numbers
+      the hosts of its fabric from 0. Host N becomes "host<rank of N in hosts>" everywhere (object
+      paths, names, H:C:T:L, rport names, object references).
+    * sdX names: they depend on the order in which sd probed the disks (asynchronous). Only
+      whether a LUN has a block device is compared.
+    * UniqueId: driver-specific (scsi_debug and fcoe leave it 0; lpfc and qla2xxx number their
+      instances); the simulated SAN has no driver to ask and uses the host number.
+    * the Manager object (Backend is "kernel" vs "simulated" by definition).
+    """
+    rank = {n: i for i, n in enumerate(sorted(hosts))}
+
+    def host_ref(path: str) -> str:
+        n = int(path.rsplit("host", 1)[1])
+        return host_path(f"host{rank[n]}")
+
+    def hctl_of(hctl: str) -> str:
+        h, rest = hctl.split(":", 1)
+        return f"{rank[int(h)]}:{rest}"
+
+    def lun_ref(path: str) -> str:
+        return lun_path(hctl_of(path.rsplit("/", 1)[1].replace("_", ":")))
+
+    out: Tree = {}
+    for path, ifaces in tree.items():
+        if path.startswith(f"{ROOT}/hosts/host"):
+            n = int(path.rsplit("host", 1)[1])
+            if n not in rank:
+                continue
+            host = dict(ifaces[HOST_I])
+            del host["UniqueId"]
+            host["Name"], host["Number"] = f"host{rank[n]}", rank[n]
+            host["Luns"] = [lun_ref(p) for p in host["Luns"]]
+            obj = {HOST_I: host}
+            if FC_I in ifaces:
+                fc = dict(ifaces[FC_I])
+                fc["RemotePorts"] = [[re.sub(r"^rport-\d+:", f"rport-{rank[n]}:", r[0]), *r[1:]]
+                                     for r in fc["RemotePorts"]]
+                obj[FC_I] = fc
+            out[host_ref(path)] = obj
+        elif path.startswith(f"{ROOT}/luns/"):
+            lun = dict(ifaces[LUN_I])
+            if int(lun["HCTL"].split(":")[0]) not in rank:
+                continue
+            lun["HCTL"] = hctl_of(lun["HCTL"])
+            lun["Host"] = host_ref(lun["Host"])
+            lun["BlockDevice"] = bool(lun["BlockDevice"])
+            out[lun_ref(path)] = {LUN_I: lun}
+    return out
+
+
+def tree_differences(kernel: Tree, simulated: Tree) -> list[str]:
+    """Human-readable differences between two normalized trees; [] when they are the same."""
+    diffs = [f"only on the kernel: {p}" for p in sorted(kernel.keys() - simulated.keys())]
+    diffs += [f"only in the simulation: {p}" for p in sorted(simulated.keys() - kernel.keys())]
+    for path in sorted(kernel.keys() & simulated.keys()):
+        k, s = kernel[path], simulated[path]
+        if set(k) != set(s):
+            diffs.append(f"{path}: interfaces kernel {sorted(k)}, simulation {sorted(s)}")
+        for iface in sorted(k.keys() & s.keys()):
+            for prop in sorted(k[iface].keys() | s[iface].keys()):
+                kv, sv = k[iface].get(prop), s[iface].get(prop)
+                if kv != sv:
+                    diffs.append(f"{path} {iface.removeprefix(IFACE)}.{prop}: kernel {kv!r}, "
+                                 f"simulation {sv!r}")
+    return diffs

@@ -1,0 +1,30 @@
+"""The kernel scenarios (see sanscenario.py) and how they are grouped into boots.
+
+Adding a scenario: write ``scenarios/<name>.py`` with a ``SCENARIO`` (a sanscenario.Scenario
+dataclass: setup, exercise, fabric), add it to ``ALL`` and to a group below, and write
+``test_<name>.py`` with the assertions. Scenarios in one group share one boot, and so the kernel:
+scsi_debug can be loaded by only one of them, and the object tree holds every scenario's hosts
+(each scenario knows its own). A scenario that needs a clean kernel gets a group of its own, at
+the price of a boot (about 10 s of host time plus Python and sanbusd start-up in the guest).
+"""
+
+from __future__ import annotations
+
+from sanscenario import Scenario
+
+from . import fcoe, scsi_debug
+
+ALL: dict[str, Scenario] = {s.name: s for s in (scsi_debug.SCENARIO, fcoe.SCENARIO)}
+
+# group name -> scenario names, set up in this order and exercised in this order
+GROUPS: dict[str, tuple[str, ...]] = {
+    "san": ("scsi_debug", "fcoe"),
+}
+
+
+def group_of(scenario: str) -> str:
+    return next(group for group, names in GROUPS.items() if scenario in names)
+
+
+def group_nics(group: str) -> int:
+    return max(ALL[name].nics for name in GROUPS[group])
