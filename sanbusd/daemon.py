@@ -20,7 +20,7 @@ from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
 from dbus_fast.constants import NameFlag, RequestNameReply
 
-from . import BUS_NAME, __version__, errors
+from . import BUS_NAME, __version__, dbusfix, errors  # noqa: F401 - dbusfix patches at import
 from .inventory import diff
 from .kernel.port import Kernel, SimKernel, SysfsKernel
 from .kernel.sysfs import Dirty

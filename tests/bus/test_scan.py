@@ -302,3 +302,61 @@ def test_lun_rescan_updates_the_size_and_delete_removes_a_stale_path(daemon):
     reply = call(daemon, f"{ROOT}/hosts/host1", "org.example.SanStorage.ScsiHost", "Scan",
                  "a{sv}", [{}])
     assert reply.body[0] == []
+
+
+BURST_FABRIC = """
+[defaults]
+scan_delay = 0
+[[host]]
+type = "fc"
+wwnn = "2000000000000001"
+wwpn = "1000000000000001"
+fabric = "A"
+[[array]]
+name = "arr"
+wwnn = "5000000000000001"
+[[array.port]]
+wwpn = "5000000000000011"
+fabric = "A"
+"""
+
+
+def test_a_burst_of_2000_new_luns_reaches_a_client_and_the_daemon_stays_up(system_bus,
+                                                                          tmp_path):
+    """A full socket (EAGAIN) during a signal burst must not cost the daemon its bus
+    connection (dbus-fast 5.2.0 and dbus-next 0.2.3 both dropped it; see sanbusd/dbusfix.py)."""
+    fabric = tmp_path / "burst.toml"
+    fabric.write_text(BURST_FABRIC)
+    d = start_daemon(system_bus, tmp_path, fabric)
+    try:
+        d.sim({"command": "provision", "array": "arr", "luns": list(range(2000)),
+               "initiators": ["1000000000000001"]})
+
+        async def go():
+            bus = await MessageBus(bus_address=d.bus.address).connect()
+            await bus.call(Message(destination="org.freedesktop.DBus",
+                                   path="/org/freedesktop/DBus", interface="org.freedesktop.DBus",
+                                   member="AddMatch", signature="s",
+                                   body=[f"type='signal',path='{ROOT}'"]))
+            added = set()
+            bus.add_message_handler(lambda m: added.add(m.body[0]) if m.member ==
+                                    "InterfacesAdded" and "/luns/" in m.body[0] else None)
+            reply = await bus.call(Message(
+                destination="org.example.SanStorage", path=MGR,
+                interface="org.example.SanStorage.Manager", member="ScanAll",
+                signature="a{sv}", body=[{}]))
+            for _ in range(100):
+                if len(added) >= 2000:
+                    break
+                await asyncio.sleep(0.05)
+            bus.disconnect()
+            return reply, added
+        reply, added = asyncio.run(go())
+        assert reply.message_type == MessageType.METHOD_RETURN, reply.body
+        assert len(reply.body[0]) == 2000 and added == set(reply.body[0])
+        assert d.process.poll() is None
+        assert busctl(d, "get-property", "org.example.SanStorage", MGR,
+                      "org.example.SanStorage.Manager", "Version").returncode == 0
+    finally:
+        assert d.stop() == 0
+    assert "lost the bus" not in d.log()

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import lab  # noqa: E402
 import scenarios  # noqa: E402
-from sanscenario import ScenarioRun  # noqa: E402
+from sanscenario import ScenarioRun, completed_report  # noqa: E402
 
 GROUP_TIMEOUT = 600  # a group boot takes 25-40 s here; anything near this is a hang
 
@@ -39,13 +39,6 @@ def kernel_image() -> lab.KernelImage:
     image = lab.prepare(lab.default_cache_dir())
     _prepared.append(image)
     return image
-
-
-def completed_report(result: lab.GuestResult) -> dict:
-    """The boot's report; fail loudly (console tail included) if the guest never produced one."""
-    if result.exit_code is None or result.report is None or "scenarios" not in result.report.get("data", {}):
-        pytest.fail(f"the guest did not complete the scenarios\n{result.describe()}", pytrace=False)
-    return result.report
 
 
 @pytest.fixture(scope="session")

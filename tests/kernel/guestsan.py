@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -228,6 +229,39 @@ class SanClient:
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
+
+
+class UdevLog:
+    """``udevadm monitor --udev`` in the background: the processed events sanbusd listens to.
+
+    Its timestamps are CLOCK_MONOTONIC, the clock of time.monotonic() and of the signal record, so
+    tests can show that each object came or went after udev announced its device.
+    """
+
+    SUBSYSTEMS = ("scsi", "scsi_host", "scsi_device", "block", "fc_host", "fc_remote_ports")
+
+    def __init__(self, out_dir: Path = g.OUT_DIR) -> None:
+        self.path = out_dir / "udev-monitor.txt"
+        argv = ["udevadm", "monitor", "--udev"]
+        for sub in self.SUBSYSTEMS:
+            argv += ["--subsystem-match", sub]
+        self.process = subprocess.Popen(argv, stdout=open(self.path, "wb"), stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL)
+        g.wait_for(lambda: "UDEV" in self.path.read_text(errors="replace"), timeout=30,
+                   what="udevadm monitor to listen")
+
+    def stop(self) -> list[dict[str, Any]]:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        events = []
+        for line in self.path.read_text(errors="replace").splitlines():
+            m = re.match(r"^UDEV\s+\[(\d+\.\d+)\]\s+(\w+)\s+(\S+)\s+\((\S+)\)", line)
+            if m:
+                events.append({"t": float(m[1]), "action": m[2], "devpath": m[3], "subsystem": m[4]})
+        return events
 
 
 def objects_added(signals: list[dict], paths: set[str]) -> bool:

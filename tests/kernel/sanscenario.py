@@ -130,6 +130,7 @@ class GroupRunner:
         self.contexts = [Context(s, self) for s in scenarios]
         self.stack: guestsan.SanStack | None = None
         self.client: guestsan.SanClient | None = None
+        self.udev: guestsan.UdevLog | None = None
         self.checkpoints: dict[str, Any] = {}
         self.timings: dict[str, float] = {}
         report.record("group", [s.name for s in scenarios])
@@ -153,6 +154,7 @@ class GroupRunner:
             with self.report.step("start private system bus, polkitd and sanbusd"):
                 self.stack = guestsan.SanStack().start()
                 self.client = guestsan.SanClient(self.stack.address)
+                self.udev = guestsan.UdevLog()
             self.timings.update({f"start {k}": v for k, v in self.stack.timings.items()})
             self.timings["start total"] = round(time.monotonic() - start, 2)
             self.report.record("daemon_owner", self.client.owner)
@@ -174,6 +176,8 @@ class GroupRunner:
             self.finish()
 
     def finish(self) -> None:
+        if self.udev is not None:
+            self.report.record("udev_events", self.udev.stop())
         if self.client is not None:
             self.report.record("signals", self.client.signals)
             self.client.close()
@@ -231,6 +235,17 @@ class GroupRunner:
 
 # --------------------------------------------------------------------------------------------
 # On the host
+
+
+def completed_report(result: Any) -> dict[str, Any]:
+    """A group boot's report (``result``: lab.GuestResult); fail the test loudly, console tail
+    included, if the guest never got as far as recording its scenarios."""
+    report = result.report
+    if result.exit_code is None or report is None or "scenarios" not in report.get("data", {}):
+        import pytest
+
+        pytest.fail(f"the guest did not complete the scenarios\n{result.describe()}", pytrace=False)
+    return report
 
 
 @dataclass

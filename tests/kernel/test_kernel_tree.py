@@ -16,7 +16,7 @@ import pytest
 import lab
 import sanview
 import scenarios
-from conftest import completed_report
+from sanscenario import completed_report
 
 pytestmark = pytest.mark.kernel_lab
 

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
+
 import pytest
 
 import lab
+import sanview
+import scenarios
+from sanscenario import to_toml
 
 
 def write_module_tree(moddir: Path) -> None:
@@ -72,8 +77,8 @@ def test_qemu_argv_uses_tcg_and_puts_nics_on_one_hub(tmp_path: Path, monkeypatch
 
 
 def test_scenario_command_quotes_arguments() -> None:
-    command = lab.scenario_command("smoke_fcoe", "it's; rm -rf /")
-    assert command.endswith("smoke_fcoe.py 'it'\"'\"'s; rm -rf /'")
+    command = lab.scenario_command("group", "it's; rm -rf /")
+    assert command.endswith("group.py 'it'\"'\"'s; rm -rf /'")
     assert "PYTHONPATH=" in command
     with pytest.raises(FileNotFoundError):
         lab.scenario_command("no_such_scenario")
@@ -94,3 +99,62 @@ def test_describe_shows_failed_checks_and_console_tail(tmp_path: Path) -> None:
     assert "line 99" in text and "line 96" not in text
     assert "run=n/a" in text
     assert not result.ok
+
+
+def test_normalize_keeps_what_differs_in_substance() -> None:
+    """The normalization hides host numbers and sdX names, and nothing else."""
+    tree = {
+        f"{sanview.ROOT}/hosts/host7": {sanview.HOST_I: {
+            "Name": "host7", "Number": 7, "Driver": "fcoe", "Transport": "fc", "State": "running",
+            "UniqueId": 3, "Luns": [f"{sanview.ROOT}/luns/7_0_0_1"]}},
+        f"{sanview.ROOT}/luns/7_0_0_1": {sanview.LUN_I: {
+            "HCTL": "7:0:0:1", "Host": f"{sanview.ROOT}/hosts/host7", "BlockDevice": "/dev/sdq",
+            "WWID": "naa.1", "Size": 1}},
+        f"{sanview.ROOT}/hosts/host9": {sanview.HOST_I: {"Name": "host9"}},  # not one of ours
+    }
+    norm = sanview.normalize(tree, [7])
+    assert norm == {
+        f"{sanview.ROOT}/hosts/host0": {sanview.HOST_I: {
+            "Name": "host0", "Number": 0, "Driver": "fcoe", "Transport": "fc", "State": "running",
+            "Luns": [f"{sanview.ROOT}/luns/0_0_0_1"]}},
+        f"{sanview.ROOT}/luns/0_0_0_1": {sanview.LUN_I: {
+            "HCTL": "0:0:0:1", "Host": f"{sanview.ROOT}/hosts/host0", "BlockDevice": True,
+            "WWID": "naa.1", "Size": 1}},
+    }
+    other = json.loads(json.dumps(tree))
+    other[f"{sanview.ROOT}/luns/7_0_0_1"][sanview.LUN_I]["WWID"] = "naa.2"
+    assert sanview.tree_differences(norm, sanview.normalize(other, [7])) == [
+        f"{sanview.ROOT}/luns/0_0_0_1 Lun.WWID: kernel 'naa.1', simulation 'naa.2'"]
+
+
+@pytest.mark.parametrize("name", sorted(scenarios.ALL))
+def test_every_scenario_fabric_is_a_valid_fabric_file(name: str, tmp_path: Path) -> None:
+    from sanbusd.kernel.fabric import load_fabric
+
+    scenario = scenarios.ALL[name]
+    for checkpoint in scenario.checkpoints:
+        path = tmp_path / f"{checkpoint}.toml"
+        path.write_text(to_toml(scenario.fabric(checkpoint)))
+        fabric = load_fabric(path)
+        assert fabric.hosts, (checkpoint, path.read_text())
+
+
+def test_every_scenario_is_in_exactly_one_group() -> None:
+    grouped = [n for names in scenarios.GROUPS.values() for n in names]
+    assert sorted(grouped) == sorted(scenarios.ALL)
+
+
+def test_sysfs_differences_names_what_differs() -> None:
+    sysfs = {"hosts": {"host0": {"proc_name": "scsi_debug", "state": "running", "unique_id": "0",
+                                 "transport": "other"}},
+             "rports": {},
+             "luns": {"0:0:0:0": {"vendor": "Linux", "model": "scsi_debug", "rev": "0191", "type": 0,
+                                  "wwid": "naa.33333330000007d0", "block": "sda", "size_bytes": 8388608,
+                                  "state": "running", "rport": None}}}
+    objects = sanview.expected_from_sysfs(sysfs)
+    assert sanview.sysfs_differences(objects, sysfs) == []
+    objects[sanview.lun_path("0:0:0:0")][sanview.LUN_I]["Size"] = 0
+    del objects[sanview.host_path("host0")]
+    assert sanview.sysfs_differences(objects, sysfs) == [
+        f"missing object {sanview.ROOT}/hosts/host0",
+        f"{sanview.ROOT}/luns/0_0_0_0 Lun.Size = 0, sysfs says 8388608"]
