@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 
-from dbus_fast import BusType, Message, MessageType
+from dbus_fast import BusType, DBusError, Message, MessageType
 from dbus_fast.aio import MessageBus
 from dbus_fast.constants import NameFlag, RequestNameReply
 
@@ -182,10 +182,13 @@ class Daemon:
         self.publisher.publish_all(inv)
         self.tree.attach(self.bus)
         self.pump.start()
-        reply = await self.bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
+        try:
+            reply = await self.bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
+        except DBusError as e:      # the bus policy: only root may own the name
+            log.error("cannot own %s: %s", BUS_NAME, e.text)
+            return 1
         if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
-            log.error("cannot own %s (%s): another sanbusd is running, or the bus policy "
-                      "does not allow this user to own it", BUS_NAME, reply.name)
+            log.error("cannot own %s (%s): another sanbusd is running", BUS_NAME, reply.name)
             return 1
         log.info("sanbusd %s owns %s (%s backend) after %.2f s", __version__, BUS_NAME,
                  self.kernel.backend, time.monotonic() - t0)
