@@ -1,0 +1,233 @@
+"""Fuzzing the boundary: thousands of malformed calls over every method.
+
+Every call is invalid by construction (wrong signature, wrong variant type, unknown option key,
+out-of-range or huge values, hostile strings, objects/members/interfaces that do not exist), so
+the simulated SAN must record no write at all; every answer must be a declared error; the daemon
+must stay up and answer. Valid privileged calls are also sent as an unauthorized user: denied,
+nothing written. The seed is printed and can be replayed with SANBUSD_FUZZ_SEED=N.
+"""
+
+import asyncio
+import json
+import os
+import random
+import sys
+from pathlib import Path
+
+from dbus_fast import Message, MessageType, Variant
+from dbus_fast.aio import MessageBus
+
+from sanbus_testing import ROOT, run
+
+from sanbusd.errors import ALL_ERRORS, ERROR_PREFIX
+from sanbusd.service.api import load_api
+
+HERE = Path(__file__).parent
+CALLS = int(os.environ.get("SANBUSD_FUZZ_CALLS", "12000"))
+DECLARED = {ERROR_PREFIX + e.name for e in ALL_ERRORS} | {
+    f"org.freedesktop.DBus.Error.{n}" for n in (
+        "InvalidArgs", "UnknownMethod", "UnknownObject", "UnknownInterface", "UnknownProperty",
+        "PropertyReadOnly")}
+OBJECTS = [f"{ROOT}/Manager", f"{ROOT}/hosts/host1", f"{ROOT}/hosts/host3",
+           f"{ROOT}/luns/1_0_0_0", f"{ROOT}/luns/2_0_0_2", f"{ROOT}/jobs/1"]
+HOSTILE = ["../../../../etc/passwd", "/dev/../../etc/shadow", "- - -", "0 0 0", "\x01\x02\x1b[31m",
+           "x" * 100_000, "é\u202e\u0000".replace("\u0000", ""), "host1; rm -rf /", "$(reboot)",
+           "", " ", "\n", "2000000000000011:2000000000000012", "0x" + "f" * 40, "-1", "1e9"]
+OPTION_TYPES = {"luns": "at", "hosts": "ao", "channel": "u", "target": "u", "timeout": "u",
+                "force": "b", "auth.no_user_interaction": "b"}
+WRONG_VALUES = {"at": [("as", ["27"]), ("u", 27), ("ai", [27]), ("s", "27,28")],
+                "ao": [("as", ["host1"]), ("o", f"{ROOT}/hosts/host1"), ("s", "host1")],
+                "u": [("s", "5"), ("i", -1), ("t", 5), ("d", 1.5), ("b", True)],
+                "b": [("s", "true"), ("u", 1), ("i", 1)]}
+
+
+def junk_string(rng: random.Random) -> str:
+    if rng.random() < 0.5:
+        return rng.choice(HOSTILE)
+    n = rng.choice([1, 5, 50, 5000])
+    return "".join(chr(rng.choice([rng.randrange(1, 32), rng.randrange(32, 127),
+                                   rng.randrange(0x80, 0x2FFF)])) for _ in range(n))
+
+
+def junk_path(rng: random.Random) -> str:
+    elems = ["".join(rng.choice("abcXYZ019_") for _ in range(rng.randrange(1, 12)))
+             for _ in range(rng.randrange(1, 5))]
+    return rng.choice([ROOT + "/", ROOT + "/hosts/", ROOT + "/luns/", "/"]) + "/".join(elems)
+
+
+def methods():
+    api = load_api()
+    for iface in api.interfaces.values():
+        for m in iface.methods.values():
+            yield iface.name, m
+
+
+def options_of(member: str) -> dict[str, str]:
+    import sanbusd.daemon  # noqa: F401 - registers implementations
+    from sanbusd.service.tree import _REGISTRY
+    for (i, m), reg in _REGISTRY.items():
+        if m == member:
+            return {"auth.no_user_interaction": "b", **reg.options}
+    return {"auth.no_user_interaction": "b"}
+
+
+def invalid_call(rng: random.Random, targets: list) -> tuple[str, Message]:
+    """One call that must be refused; returns (kind, message)."""
+    iface, m, path = rng.choice(targets)
+    kind = rng.choice(["signature", "unknown-key", "wrong-type", "range", "object", "member",
+                       "interface", "devspec", "properties"])
+    opts = options_of(m.name)
+    body: list = []
+    sig = m.in_signature
+    if kind == "signature":
+        sig, body = rng.choice([("s", [junk_string(rng)]), ("", []), ("u", [7]),
+                                ("a{sv}a{sv}a{sv}", [{}, {}, {}]), ("as", [["a"] * 10]),
+                                ("a{ss}", [{"luns": "27"}]), ("v", [Variant("s", "x")])])
+        if sig == m.in_signature:
+            sig, body = "u", [1]
+    elif kind == "unknown-key":
+        key = junk_string(rng)[:300] or "?"
+        while key in opts:
+            key += "!"
+        body = [{key: Variant("s", junk_string(rng))}]
+    elif kind == "wrong-type":
+        key = rng.choice(sorted(opts))
+        vsig, value = rng.choice(WRONG_VALUES[opts[key]])
+        body = [{key: Variant(vsig, value)}]
+    elif kind == "range":
+        choices = []
+        if "luns" in opts:
+            choices += [{"luns": Variant("at", [rng.randrange(16384, 2**64)])},
+                        {"luns": Variant("at", [])},
+                        {"luns": Variant("at", list(range(rng.choice([4097, 50_000]))))}]
+        if "timeout" in opts:
+            choices += [{"timeout": Variant("u", rng.choice([0, 3601, 2**32 - 1]))}]
+        if "channel" in opts:
+            choices += [{"channel": Variant("u", rng.randrange(256, 2**32))}]
+        if "target" in opts:
+            choices += [{"target": Variant("u", rng.randrange(65536, 2**32))}]
+        if "hosts" in opts:
+            choices += [{"hosts": Variant("ao", [])},
+                        {"hosts": Variant("ao", [junk_path(rng), f"{ROOT}/hosts/host1"])},
+                        {"hosts": Variant("ao", [f"{ROOT}/luns/1_0_0_0"])}]
+        if not choices:                      # a method without range options: unknown key
+            choices = [{"x" * rng.randrange(1, 2000): Variant("b", True)}]
+        body = [rng.choice(choices)]
+    elif kind == "object":
+        path = junk_path(rng)
+        body = [{}] if sig == "a{sv}" else [{"hctl": Variant("s", "1:0:0:0")}, {}]
+    elif kind == "member":
+        member = "".join(rng.choice("AbcScanDelete_") for _ in range(rng.randrange(1, 30)))
+        if member not in ("Scan", "Delete", "Rescan"):
+            return kind, Message(destination="org.example.SanStorage", path=path, interface=iface,
+                                 member=member, signature="a{sv}", body=[{}])
+        return kind, Message(destination="org.example.SanStorage", path=path, interface=iface,
+                             member=m.name, signature="s", body=["x"])
+    elif kind == "interface":
+        return kind, Message(destination="org.example.SanStorage", path=path,
+                             interface="org.example.SanStorage.Nope" + str(rng.randrange(99)),
+                             member=m.name, signature="a{sv}", body=[{}])
+    elif kind == "devspec":
+        mgr_path = f"{ROOT}/Manager"
+        spec = rng.choice([
+            {junk_string(rng)[:200] or "k": Variant("s", "x")},
+            {"path": Variant("s", rng.choice(["/etc/passwd", "relative", "/dev/" + "a" * 5000]))},
+            {"wwpn": Variant("s", junk_string(rng))},
+            {"hctl": Variant("s", junk_string(rng))},
+            {"path": Variant("u", 5)}, {}])
+        opts2 = rng.choice([{}, {"force": Variant("b", True)}])
+        if not opts2 and spec and list(spec.values())[0].signature == "s" and \
+                list(spec)[0] in ("path", "wwpn", "hctl") and rng.random() < 0.5:
+            opts2 = {"luns": Variant("at", [1])}     # a ResolveDevice option that does not exist
+        return kind, Message(destination="org.example.SanStorage", path=mgr_path,
+                             interface="org.example.SanStorage.Manager", member="ResolveDevice",
+                             signature="a{sv}a{sv}", body=[spec, opts2])
+    else:  # properties
+        member, psig, pbody = rng.choice([
+            ("Set", "ssv", ["org.example.SanStorage.Lun", "Size", Variant("t", 1)]),
+            ("Get", "ss", [junk_string(rng)[:100], junk_string(rng)[:100]]),
+            ("Get", "s", ["org.example.SanStorage.Lun"]),
+            ("GetAll", "ss", ["a", "b"]),
+            ("Frobnicate", "", [])])
+        return kind, Message(destination="org.example.SanStorage", path=rng.choice(OBJECTS),
+                             interface="org.freedesktop.DBus.Properties", member=member,
+                             signature=psig, body=pbody)
+    if sig == m.in_signature and sig == "a{sv}a{sv}":        # ResolveDevice: options last
+        body = [{"hctl": Variant("s", "1:0:0:0")}, *body]
+    return kind, Message(destination="org.example.SanStorage", path=path, interface=iface,
+                         member=m.name, signature=sig, body=body)
+
+
+def test_fuzz_malformed_calls_get_declared_errors_and_write_nothing(daemon):
+    seed = int(os.environ.get("SANBUSD_FUZZ_SEED", random.randrange(2**32)))
+    rng = random.Random(seed)
+    print(f"fuzz seed {seed} (replay: SANBUSD_FUZZ_SEED={seed})")
+    paths = {"org.example.SanStorage.Manager": f"{ROOT}/Manager",
+             "org.example.SanStorage.ScsiHost": f"{ROOT}/hosts/host1",
+             "org.example.SanStorage.Lun": f"{ROOT}/luns/1_0_0_0",
+             "org.example.SanStorage.Job": f"{ROOT}/jobs/1"}
+    targets = [(i, m, paths[i]) for i, m in methods()]
+    covered: set[str] = set()
+    kinds: dict[str, int] = {}
+
+    async def go():
+        bus = await MessageBus(bus_address=daemon.bus.address).connect()
+        sem = asyncio.Semaphore(64)
+        failures = []
+
+        async def one(n, kind, msg):
+            async with sem:
+                reply = await bus.call(msg)
+            ok = reply.message_type == MessageType.ERROR and reply.error_name in DECLARED
+            text = reply.body[0] if reply.body and isinstance(reply.body[0], str) else ""
+            if ok and ("internal error" in text or "Traceback" in text):
+                ok = False
+            if kind == "devspec" and reply.message_type == MessageType.METHOD_RETURN:
+                ok = True                        # a well-formed search may just find nothing
+            if not ok:
+                failures.append((n, kind, msg.path, msg.interface, msg.member, msg.signature,
+                                 repr(msg.body)[:300], reply.error_name, repr(reply.body)[:300]))
+        batch = []
+        for n in range(CALLS):
+            kind, msg = invalid_call(rng, targets)
+            kinds[kind] = kinds.get(kind, 0) + 1
+            covered.add(f"{msg.interface}.{msg.member}")
+            batch.append(one(n, kind, msg))
+            if len(batch) == 500:
+                await asyncio.gather(*batch)
+                batch = []
+                assert daemon.process.poll() is None, f"daemon died (seed {seed}, call {n})"
+        await asyncio.gather(*batch)
+        ping = await bus.call(Message(destination="org.example.SanStorage", path=f"{ROOT}/Manager",
+                                      interface="org.freedesktop.DBus.Properties", member="Get",
+                                      signature="ss", body=["org.example.SanStorage.Manager",
+                                                            "Version"]))
+        bus.disconnect()
+        return failures, ping
+    failures, ping = asyncio.run(go())
+    assert not failures, f"seed {seed}: {len(failures)} bad answers, first: {failures[:3]}"
+    assert ping.message_type == MessageType.METHOD_RETURN
+    assert daemon.writes() == [], f"seed {seed}: malformed input reached the simulated sysfs"
+    every_method = {f"{i}.{m.name}" for i, m in methods()}
+    assert every_method <= covered, every_method - covered
+    print(f"fuzzed {CALLS} calls over {len(every_method)} methods: {sorted(kinds.items())}")
+    assert CALLS >= 10_000 or "SANBUSD_FUZZ_CALLS" in os.environ
+
+
+def test_valid_privileged_calls_from_an_unauthorized_user_write_nothing(daemon):
+    rng = random.Random(1)
+    calls = []
+    for _ in range(300):
+        calls.append(rng.choice([
+            [f"{ROOT}/Manager", "org.example.SanStorage.Manager", "ScanAll", "a{sv}", [{}]],
+            [f"{ROOT}/hosts/host1", "org.example.SanStorage.ScsiHost", "Scan", "a{sv}",
+             [{"luns": {"$v": ["at", [rng.randrange(100)]]}}]],
+            [f"{ROOT}/luns/1_0_0_0", "org.example.SanStorage.Lun", "Delete", "a{sv}",
+             [{"force": {"$v": ["b", True]}}]],
+            [f"{ROOT}/luns/1_0_0_1", "org.example.SanStorage.Lun", "Rescan", "a{sv}", [{}]]]))
+    r = run(sys.executable, str(HERE / "client_calls.py"), daemon.bus.address,
+            json.dumps(calls), "32", user="sanbob", env=daemon.env)
+    results = json.loads(r.stdout)
+    assert {res["error"] for res in results} == {
+        "org.example.SanStorage.Error.NotAuthorizedCanObtain"}
+    assert daemon.writes() == []
