@@ -45,7 +45,7 @@ def dirty_from_event(ev: UEvent) -> Dirty:
             d.vports.add(name)
             d.hosts.add(v[0])       # the parent's npiv_vports_inuse moves
     elif sub == "fc_remote_ports":
-        if (r := parse_rport_name(name)) is not None:
+        if parse_rport_name(name) is not None:
             d.rports.add(name)
     elif sub in ("scsi", "scsi_device"):
         if (h := parse_hctl(name)) is not None:

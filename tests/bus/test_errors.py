@@ -2,7 +2,6 @@
 
 import asyncio
 import re
-import subprocess
 
 import pytest
 from dbus_fast import Message, MessageType, Variant

@@ -7,7 +7,7 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from sanbus_testing import ROOT, busctl, gdbus, sanctl, wait_until
+from sanbus_testing import ROOT, busctl, gdbus, sanctl
 
 from sanbusd.service.api import data_dir
 

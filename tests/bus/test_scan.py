@@ -1,8 +1,6 @@
 """Discover new SAN storage: the main story and everything around it, on the simulated SAN."""
 
 import asyncio
-import subprocess
-import sys
 import threading
 import time
 
