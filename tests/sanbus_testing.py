@@ -6,16 +6,15 @@ started the way an admin would start it (python -m sanbusd), as root, on that bu
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sanbusd.cli.sim import request as sim_request
 from sanbusd.devbus import PrivateBus
 
 TOP = Path(__file__).resolve().parents[1]
@@ -36,17 +35,8 @@ class RunningDaemon:
         return self.log_path.read_text(errors="replace")
 
     def sim(self, req: dict) -> dict:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(30)
-            s.connect(str(self.sim_dir / "control"))
-            s.sendall(json.dumps(req).encode())
-            s.shutdown(socket.SHUT_WR)
-            data = b""
-            while chunk := s.recv(65536):
-                data += chunk
-        answer = json.loads(data)
-        assert answer.get("ok"), answer
-        return answer
+        """Act as the SAN admin (the same control socket sanbusd-sim uses)."""
+        return sim_request(str(self.sim_dir), req)
 
     def writes(self) -> list[dict]:
         return self.sim({"command": "writes"})["writes"]
@@ -115,3 +105,23 @@ def wait_until(pred, timeout: float = 10, interval: float = 0.05):
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(interval)
+
+
+def fc_fabric(path: Path, *, hosts: int = 1, scan_delay: float = 0.0,
+              host_delays: dict[int, float] | None = None, luns: tuple[int, ...] = ()) -> Path:
+    """A small fabric file: `hosts` FC ports (WWPN 100000000000000N) zoned to one array port
+    (5000000000000011) whose `luns` are masked to all of them."""
+    wwpns = [f"10000000000000{n + 1:02x}" for n in range(hosts)]
+    out = [f"[defaults]\nscan_delay = {scan_delay}"]
+    for n, wwpn in enumerate(wwpns):
+        out.append(f'[[host]]\ntype = "fc"\nwwnn = "2{wwpn[1:]}"\nwwpn = "{wwpn}"\n'
+                   'fabric = "A"')
+        if host_delays and n in host_delays:
+            out.append(f"scan_delay = {host_delays[n]}")
+    out.append('[[array]]\nname = "arr"\nwwnn = "5000000000000001"\n[[array.port]]\n'
+               'wwpn = "5000000000000011"\nfabric = "A"')
+    masked = ", ".join(f'"{w}"' for w in wwpns)
+    for lun in luns:
+        out.append(f"[[array.lun]]\nlun = {lun}\nmasked_to = [{masked}]")
+    path.write_text("\n".join(out) + "\n")
+    return path

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sanbus_testing import ROOT, busctl, run, start_daemon, wait_until
+from sanbus_testing import ROOT, busctl, fc_fabric, run, start_daemon, wait_until
 
 import sanbusd.daemon  # noqa: F401 - registers every method implementation
 from sanbusd.devbus import PrivateBus
@@ -107,28 +107,12 @@ def test_matrix(daemon, user):
     assert objs[0]["error"] is None and f"{ROOT}/hosts/host1" in objs[0]["body"][0]
 
 
-SLOW = """
-[defaults]
-scan_delay = 3.0
-[[host]]
-type = "fc"
-wwnn = "2000000000000001"
-wwpn = "1000000000000001"
-fabric = "A"
-[[array]]
-name = "arr"
-wwnn = "5000000000000001"
-[[array.port]]
-wwpn = "5000000000000011"
-fabric = "A"
-"""
 
 
 @pytest.mark.parametrize("user,expected", [("sanbob", "NotAuthorizedCanObtain"),
                                            ("sanalice", None), ("root", None)])
 def test_matrix_job_cancel_of_roots_job(system_bus, tmp_path, user, expected):
-    fabric = tmp_path / "slow.toml"
-    fabric.write_text(SLOW)
+    fabric = fc_fabric(tmp_path / "slow.toml", scan_delay=3.0)
     d = start_daemon(system_bus, tmp_path, fabric)
     try:
         t = threading.Thread(target=lambda: busctl(d, "call", "org.example.SanStorage", MGR,
@@ -154,8 +138,7 @@ def test_a_user_may_cancel_their_own_job_without_authorization(system_bus, tmp_p
     """sanbob cannot scan, so give him a job he started: he may not — but the rule is checked
     through the exemption: a non-owner is asked for cancel-job-other-user (previous test);
     here the owner (sanalice, through the rule) cancels her own."""
-    fabric = tmp_path / "slow.toml"
-    fabric.write_text(SLOW)
+    fabric = fc_fabric(tmp_path / "slow.toml", scan_delay=3.0)
     d = start_daemon(system_bus, tmp_path, fabric)
     try:
         out = {}

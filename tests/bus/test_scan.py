@@ -8,7 +8,7 @@ import pytest
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
-from sanbus_testing import ROOT, busctl, run, sanctl, start_daemon, wait_until
+from sanbus_testing import ROOT, busctl, fc_fabric, run, sanctl, start_daemon, wait_until
 
 MGR = f"{ROOT}/Manager"
 A1, A2 = "10000090fa1b2c01", "10000090fa1b2c02"     # the demo host's two HBA ports
@@ -129,36 +129,13 @@ def test_a_kernel_refusal_is_a_named_error_for_that_host(daemon):
     assert prop(daemon, MGR, "org.example.SanStorage.Manager", "Backend") == "simulated"
 
 
-SLOW_HOST_FABRIC = """
-[defaults]
-scan_delay = 0.1
-[[host]]
-type = "fc"
-wwnn = "2000000000000001"
-wwpn = "1000000000000001"
-fabric = "A"
-scan_delay = 4.0
-[[host]]
-type = "fc"
-wwnn = "2000000000000002"
-wwpn = "1000000000000002"
-fabric = "A"
-[[array]]
-name = "arr"
-wwnn = "5000000000000001"
-[[array.port]]
-wwpn = "5000000000000011"
-fabric = "A"
-[[array.lun]]
-lun = 0
-masked_to = ["1000000000000001", "1000000000000002"]
-"""
 
 
 @pytest.fixture
 def slow_daemon(system_bus, tmp_path):
-    fabric = tmp_path / "slow.toml"
-    fabric.write_text(SLOW_HOST_FABRIC)
+    # host0's scans block 4 s, host1's 0.1 s
+    fabric = fc_fabric(tmp_path / "slow.toml", hosts=2, scan_delay=0.1, host_delays={0: 4.0},
+                       luns=(0,))
     d = start_daemon(system_bus, tmp_path, fabric)
     yield d
     assert d.stop() == 0
@@ -244,12 +221,11 @@ def test_a_scan_is_a_job_with_progress_and_a_completed_signal(daemon):
     assert prop(daemon, job_path, "org.example.SanStorage.Job", "Success") is True
 
 
-CANCEL_FABRIC = SLOW_HOST_FABRIC.replace("scan_delay = 4.0", "scan_delay = 1.0")
 
 
 def test_cancel_stops_what_has_not_started_and_the_call_says_cancelled(system_bus, tmp_path):
-    fabric = tmp_path / "f.toml"
-    fabric.write_text(CANCEL_FABRIC)
+    fabric = fc_fabric(tmp_path / "f.toml", hosts=2, scan_delay=0.1, host_delays={0: 1.0},
+                       luns=(0,))
     d = start_daemon(system_bus, tmp_path, fabric)
     try:
         result = {}
@@ -302,29 +278,13 @@ def test_lun_rescan_updates_the_size_and_delete_removes_a_stale_path(daemon):
     assert reply.body[0] == []
 
 
-BURST_FABRIC = """
-[defaults]
-scan_delay = 0
-[[host]]
-type = "fc"
-wwnn = "2000000000000001"
-wwpn = "1000000000000001"
-fabric = "A"
-[[array]]
-name = "arr"
-wwnn = "5000000000000001"
-[[array.port]]
-wwpn = "5000000000000011"
-fabric = "A"
-"""
 
 
 def test_a_burst_of_2000_new_luns_reaches_a_client_and_the_daemon_stays_up(system_bus,
                                                                           tmp_path):
     """A full socket (EAGAIN) during a signal burst must not cost the daemon its bus
     connection (dbus-fast 5.2.0 and dbus-next 0.2.3 both dropped it; see sanbusd/dbusfix.py)."""
-    fabric = tmp_path / "burst.toml"
-    fabric.write_text(BURST_FABRIC)
+    fabric = fc_fabric(tmp_path / "burst.toml")
     d = start_daemon(system_bus, tmp_path, fabric)
     try:
         d.sim({"command": "provision", "array": "arr", "luns": list(range(2000)),
