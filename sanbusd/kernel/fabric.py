@@ -129,6 +129,14 @@ def _port_id(d: dict, where: str) -> str:
     return f"0x{value:06x}"
 
 
+def _roles(d: dict, where: str) -> tuple[str, ...]:
+    """An rport's roles as fc_remote_ports/roles lists them, e.g. ["FCP Target", "FCP Initiator"]."""
+    roles = _get(d, "roles", list, where, ["FCP Target"])
+    if not roles or not all(isinstance(r, str) and r for r in roles):
+        raise FabricError(f"{where}: roles must be a list of names such as \"FCP Target\"")
+    return tuple(roles)
+
+
 def parse_fabric(data: dict) -> Fabric:
     defaults = data.get("defaults", {})
     fabric = Fabric(
@@ -177,7 +185,7 @@ def parse_fabric(data: dict) -> Fabric:
         ports = [PortSpec(wwpn=_wwn(p, "wwpn", f"{where}.port[{j}]"),
                           fabric=_get(p, "fabric", str, f"{where}.port[{j}]"),
                           port_id=_port_id(p, f"{where}.port[{j}]"),
-                          roles=tuple(_get(p, "roles", list, f"{where}.port[{j}]", ["FCP Target"])))
+                          roles=_roles(p, f"{where}.port[{j}]"))
                  for j, p in enumerate(a.get("port", []))]
         luns: dict[int, LunSpec] = {}
         for j, lu in enumerate(a.get("lun", [])):

@@ -12,7 +12,7 @@ A scenario (see scenarios/scsi_debug.py, scenarios/fcoe.py) is a small dataclass
 
 Scenarios are grouped into boots (``scenarios.GROUPS``): one QEMU boot sets up every scenario of a
 group, starts one sanbusd, then exercises them in turn. The host-side tests (test_<scenario>.py)
-assert on ``GroupRun``, the report the boot wrote.
+assert on a ``ScenarioRun``: the scenario's part of the report the boot wrote.
 
 This module is imported on the host and in the guest; it needs only the standard library.
 """
@@ -133,6 +133,7 @@ class GroupRunner:
         self.udev: guestsan.UdevLog | None = None
         self.checkpoints: dict[str, Any] = {}
         self.timings: dict[str, float] = {}
+        self._last_pair: tuple[dict, dict] = ({}, {"hosts": {}, "rports": {}, "luns": {}})
         report.record("group", [s.name for s in scenarios])
 
     def run(self) -> None:
@@ -197,40 +198,55 @@ class GroupRunner:
 
     def wait_converged(self, timeout: float) -> float:
         """Wait until the published tree matches sysfs exactly (udev done, daemon's burst published)."""
+        start = time.monotonic()
+        self._converge(timeout)
+        return round(time.monotonic() - start, 2)
+
+    def _converge(self, timeout: float) -> tuple[dict, dict]:
+        """The first (objects, sysfs) pair that match, read after ``udevadm settle``; TimeoutError
+        (with the last pair in ``self._last_pair``) if they still differ after ``timeout``."""
         import guestlib as g
 
         start = time.monotonic()
         g.settle(timeout=timeout)
-        diffs: list[str] = []
-        while time.monotonic() - start < timeout:
-            diffs = sanview.sysfs_differences(self.client.managed_objects(), g.sysfs_snapshot())
+        while True:
+            pair = self.client.managed_objects(), g.sysfs_snapshot()
+            self._last_pair = pair
+            diffs = sanview.sysfs_differences(*pair)
             if not diffs:
-                return round(time.monotonic() - start, 2)
+                return pair
+            if time.monotonic() - start > timeout:
+                raise TimeoutError(f"sanbusd's objects still differ from sysfs after {timeout:.0f}s: "
+                                   f"{diffs[:20]}")
             time.sleep(0.2)
-        raise TimeoutError(f"sanbusd's objects still differ from sysfs after {timeout:.0f}s: {diffs[:20]}")
 
     def snapshot(self, key: str) -> dict[str, Any]:
+        """Record a checkpoint. If the daemon never catches up, the check fails and the last,
+        differing pair is recorded anyway, for the host-side tests to show what differs."""
         import guestlib as g
 
         assert self.client is not None and self.stack is not None
-        with self.report.step(f"checkpoint {key}: objects match sysfs"):
-            converged = self.wait_converged(60)
-        snap = {
-            "converged_seconds": converged,
-            "objects": self.client.managed_objects(),
-            "sysfs": g.sysfs_snapshot(),
-            "busctl_objects": sanview.plain_busctl(json.loads(self.stack.busctl(
-                "--json=short", "call", "org.example.SanStorage", sanview.ROOT,
-                "org.freedesktop.DBus.ObjectManager", "GetManagedObjects"))),
-            "busctl_tree": self.stack.busctl("--list", "tree", "org.example.SanStorage"),
-            "lsscsi": g.run(["lsscsi"]).stdout,
-            "lsscsi_t": g.run(["lsscsi", "-t"]).stdout,
-            "lsscsi_H": g.run(["lsscsi", "-H"]).stdout,
-            "hosts": {ctx.name: ctx.hosts_at.get(key.split(":")[-1], ctx.hosts) for ctx in self.contexts
-                      if key == INITIAL or key.startswith(f"{ctx.name}:")},
-        }
-        self.checkpoints[key] = snap
-        return snap
+        start = time.monotonic()
+        try:
+            with self.report.step(f"checkpoint {key}: objects match sysfs"):
+                self._converge(60)
+        finally:
+            objects, sysfs = self._last_pair
+            self.checkpoints[key] = {
+                "converged_seconds": round(time.monotonic() - start, 2),
+                "objects": objects,
+                "sysfs": sysfs,
+                "busctl_objects": sanview.plain_busctl(json.loads(self.stack.busctl(
+                    "--json=short", "call", "org.example.SanStorage", sanview.ROOT,
+                    "org.freedesktop.DBus.ObjectManager", "GetManagedObjects"))),
+                "busctl_tree": self.stack.busctl("--list", "tree", "org.example.SanStorage"),
+                "lsscsi": g.run(["lsscsi"]).stdout,
+                "lsscsi_t": g.run(["lsscsi", "-t"]).stdout,
+                "lsscsi_H": g.run(["lsscsi", "-H"]).stdout,
+                "hosts": {ctx.name: ctx.hosts_at.get(key.split(":")[-1], ctx.hosts) for ctx in self.contexts
+                          if key == INITIAL or key.startswith(f"{ctx.name}:")},
+            }
+        return self.checkpoints[key]
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,8 +299,19 @@ class ScenarioRun:
     def hosts(self, checkpoint: str) -> list[int]:
         return self.info["hosts_at"][checkpoint]
 
-    def signals(self, step: str) -> list[dict]:
-        return self.data[step]["signals"]
+    def udev_events(self, action: str, device: str) -> list[dict]:
+        """Events ``udevadm monitor --udev`` saw for ``device`` ("host4", "4:0:0:1") or anything
+        below it (its block device, its scsi_device class device); t is CLOCK_MONOTONIC, as in
+        the signal record."""
+        return [e for e in self.report["data"].get("udev_events", [])
+                if e["action"] == action and device in e["devpath"].split("/")]
+
+    def assert_udev_first(self, action: str, device: str, signal: dict, after: float) -> None:
+        """After ``after`` (when the step began), udev announced ``action`` of ``device`` (or of
+        something below it) before sanbusd sent ``signal``: the daemon heard it from udev."""
+        events = [e for e in self.udev_events(action, device) if e["t"] >= after]
+        assert events, f"udev never announced {action} of {device} after t={after}"
+        assert min(e["t"] for e in events) <= signal["t"], (events[:3], signal)
 
 
 def to_toml(data: dict[str, Any]) -> str:

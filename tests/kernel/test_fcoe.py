@@ -96,6 +96,8 @@ def test_mapped_lun_appears_after_a_scan(run: ScenarioRun) -> None:
     step = run.data["map_scan"]
     added = [s for s in step["signals"] if s["member"] == "InterfacesAdded"]
     assert [(s["object"], s["interfaces"]) for s in added] == [(step["path"], [sanview.LUN_I])]
+    # driven by udev: the daemon can learn of the LUN only from an event after the scan began
+    run.assert_udev_first("add", f"host{step['host']}", added[0], after=step["t0"])
     lun = added[0]["properties"][sanview.LUN_I]
     assert (lun["HCTL"], lun["Lun"], lun["TargetPortName"], lun["Vendor"]) == (
         step["hctl"], S.mapped_later, S.target_wwpn, S.vendor)
@@ -108,6 +110,7 @@ def test_unmapped_deleted_lun_goes_and_a_scan_does_not_bring_it_back(run: Scenar
     step = run.data["unmap_delete_scan"]
     removed = [s for s in step["signals"] if s["member"] == "InterfacesRemoved"]
     assert [(s["object"], s["interfaces"]) for s in removed] == [(step["path"], [sanview.LUN_I])]
+    run.assert_udev_first("remove", step["hctl"], removed[0], after=step["t0"])
     assert not [s for s in step["after_scan"] if s["member"] in ("InterfacesAdded", "InterfacesRemoved")]
     host, channel, target, _ = step["hctl"].split(":")
     assert step["luns"] == [f"{host}:{channel}:{target}:{n}" for n in S.luns]

@@ -158,3 +158,26 @@ def test_sysfs_differences_names_what_differs() -> None:
     assert sanview.sysfs_differences(objects, sysfs) == [
         f"missing object {sanview.ROOT}/hosts/host0",
         f"{sanview.ROOT}/luns/0_0_0_0 Lun.Size = 0, sysfs says 8388608"]
+
+
+def test_simulated_san_lays_out_the_fcoe_scenarios_kernel_facts(tmp_path: Path) -> None:
+    """The fabric keys the kernel lane needed (port_id, roles, switch wwn, wwid = "") reach sysfs."""
+    from sanbusd.kernel.fabric import parse_fabric
+    from sanbusd.kernel.sim import SimulatedSan
+
+    fcoe = scenarios.ALL["fcoe"]
+    sim = SimulatedSan(parse_fabric(fcoe.fabric("initial")), tmp_path / "sys")
+    sim.build()
+    sys_ = tmp_path / "sys" / "class"
+
+    def attr(path: str) -> str:
+        return (sys_ / path).read_text().strip()
+
+    assert attr("fc_host/host0/port_id") == "0x00000a"  # VN2VN: from the MAC
+    assert attr("fc_host/host0/fabric_name") == "0x0"  # no switch
+    assert attr("fc_host/host0/port_name") == "0x" + fcoe.initiator_wwpn
+    assert attr("fc_remote_ports/rport-0:0-0/roles") == "FCP Target, FCP Initiator"
+    assert attr("fc_remote_ports/rport-0:0-0/port_id") == "0x00000b"
+    assert attr("fc_transport/target0:0:0/port_id") == "0x00000b"  # the kernel copies the rport's
+    assert not (sys_ / "scsi_device/0:0:0:0/device/wwid").exists()  # no VPD page 0x83
+    assert attr("scsi_device/0:0:0:0/device/vendor") == "LIO-ORG"

@@ -68,6 +68,12 @@ def test_added_host_appears_with_its_luns(run: ScenarioRun) -> None:
     for s in added:
         assert s["interfaces"] == ([sanview.HOST_I] if s["object"] == host_path else [sanview.LUN_I]), s
     assert not [s for s in step["signals"] if s["member"] == "InterfacesRemoved"]
+    # driven by udev: every object came after udev announced the new host. (A LUN may come before
+    # udev is done with it: the host's event makes sanbusd read the host's LUNs from sysfs, and
+    # the kernel has created them there before udevd has run its rules for each.)
+    for s in added:
+        run.assert_udev_first("add", f"host{new}", s, after=step["t0"])
+        assert run.udev_events("add", s["object"].rsplit("/", 1)[1].replace("_", ":")), s["object"]
     # the objects carry the kernel's facts from their first signal on
     host = next(s for s in added if s["object"] == host_path)["properties"][sanview.HOST_I]
     assert (host["Name"], host["Driver"], host["State"]) == (f"host{new}", "scsi_debug", "running")
@@ -88,6 +94,7 @@ def test_deleted_lun_disappears(run: ScenarioRun) -> None:
     removed = [s for s in step["signals"] if s["member"] == "InterfacesRemoved"]
     assert [(s["object"], s["interfaces"]) for s in removed] == [(step["path"], [sanview.LUN_I])]
     assert not [s for s in step["signals"] if s["member"] == "InterfacesAdded"]
+    run.assert_udev_first("remove", step["hctl"], removed[0], after=step["t0"])
     host, _, _, _ = step["hctl"].split(":")
     host_path = sanview.host_path(f"host{host}")
     luns_changes = [s["changed"]["Luns"] for s in step["signals"] if s["member"] == "PropertiesChanged"

@@ -129,12 +129,13 @@ class Fcoe(Scenario):
                                           what=f"InterfacesAdded for {lun}")
         latency = max(s["t"] for s in signals if s.get("object") == path) - start
         converged = ctx.wait_converged()
-        ctx.record("map_scan", {"hctl": lun, "path": path, "seconds": round(latency, 2),
+        ctx.record("map_scan", {"hctl": lun, "path": path, "host": host, "t0": start, "seconds": round(latency, 2),
                                 "converged_seconds": converged, "signals": client.since(mark)})
         ctx.checkpoint(FINAL)
 
         # Unmapped and deleted, it goes; the next scan does not bring it back.
         mark = client.mark()
+        start = time.monotonic()
         with ctx.step(f"unmap LUN {self.mapped_later}, delete {lun}: its object goes"):
             fc.unmap_lun(self.mapped_later)
             g.delete_lun(lun)
@@ -144,7 +145,7 @@ class Fcoe(Scenario):
         with ctx.step("scan '- - -' again: nothing new"):
             g.scan_host(host)
             ctx.wait_converged()
-        ctx.record("unmap_delete_scan", {"hctl": lun, "path": path, "signals": client.since(mark),
+        ctx.record("unmap_delete_scan", {"hctl": lun, "path": path, "t0": start, "signals": client.since(mark),
                                          "after_scan": client.since(scanned),
                                          "luns": g.scsi_devices(host)})
 

@@ -90,7 +90,7 @@ class ScsiDebug(Scenario):
         latency = max(s["t"] for s in signals if s.get("object") in wanted) - start
         ctx.set_hosts(first + new)
         converged = ctx.wait_converged()
-        ctx.record("add_host", {"hosts": new, "wanted": sorted(wanted), "seconds": round(latency, 2),
+        ctx.record("add_host", {"hosts": new, "wanted": sorted(wanted), "t0": start, "seconds": round(latency, 2),
                                 "converged_seconds": converged, "signals": client.since(mark)})
 
         # Real /dev nodes and udev's links resolve to the LUN objects.
@@ -105,9 +105,11 @@ class ScsiDebug(Scenario):
             g.delete_lun(victim)
             signals = client.wait_signals(lambda s: objects_removed(s, {sanview.lun_path(victim)}),
                                           since=mark, timeout=60, what=f"InterfacesRemoved for {victim}")
-        latency = signals[-1]["t"] - start
+        latency = next(s["t"] for s in signals if s["member"] == "InterfacesRemoved"
+                       and s["object"] == sanview.lun_path(victim)) - start
         converged = ctx.wait_converged()
-        ctx.record("delete", {"hctl": victim, "path": sanview.lun_path(victim), "seconds": round(latency, 2),
+        ctx.record("delete", {"hctl": victim, "path": sanview.lun_path(victim), "t0": start,
+                              "seconds": round(latency, 2),
                               "converged_seconds": converged, "signals": client.since(mark)})
         ctx.checkpoint(FINAL)
 
