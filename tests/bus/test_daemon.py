@@ -80,3 +80,24 @@ def test_reads_a_plain_sysfs_tree_with_sysfs_root(system_bus, tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
+
+
+def test_tells_systemd_it_is_ready_once_the_name_is_owned(system_bus, tmp_path):
+    """Type=notify-style readiness through systemd-python's sd_notify (as under systemd)."""
+    import socket as so
+    sock_path = str(tmp_path / "notify")
+    sock = so.socket(so.AF_UNIX, so.SOCK_DGRAM)
+    sock.bind(sock_path)
+    sock.settimeout(20)
+    proc = subprocess.Popen([sys.executable, "-m", "sanbusd", "--simulate", str(DEMO_FABRIC),
+                             "--sim-dir", str(tmp_path / "sim"), "--bus", system_bus.address],
+                            env=system_bus.env(NOTIFY_SOCKET=sock_path),
+                            stderr=subprocess.DEVNULL)
+    try:
+        msg = sock.recv(4096).decode()
+        assert "READY=1" in msg
+        assert system_bus.has_name("org.example.SanStorage")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        sock.close()
