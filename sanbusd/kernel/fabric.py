@@ -42,6 +42,7 @@ class HostSpec:
     port_type: str = "NPort (fabric via point-to-point)"
     speed: str = "16 Gbit"
     max_npiv_vports: int = 0        # 0: the driver has no vport_create
+    vports: list[tuple[str, str]] = field(default_factory=list)   # (wwpn, wwnn) existing at start
     port_id: str = ""               # the port's FC address ("0x%06x"); "" = the simulation picks one
     max_lun: int = 65535
     max_id: int = 256
@@ -165,6 +166,11 @@ def parse_fabric(data: dict) -> Fabric:
             spec.port_state = _get(h, "port_state", str, where, "Online")
             spec.speed = _get(h, "speed", str, where, "16 Gbit")
             spec.max_npiv_vports = _get(h, "max_npiv_vports", int, where, 0)
+            for j, v in enumerate(h.get("vport", [])):
+                spec.vports.append((_wwn(v, "wwpn", f"{where}.vport[{j}]"),
+                                    _wwn(v, "wwnn", f"{where}.vport[{j}]")))
+            if len(spec.vports) > spec.max_npiv_vports:
+                raise FabricError(f"{where}: more vports than max_npiv_vports")
             spec.port_id = _port_id(h, where)
         spec.max_lun = _get(h, "max_lun", int, where, 65535)
         spec.max_id = _get(h, "max_id", int, where, 256)

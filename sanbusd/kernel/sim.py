@@ -178,6 +178,9 @@ class SimulatedSan:
                 else:
                     for disk in h.spec.disks:
                         self._add_lun(h, 0, disk.target, disk.lun, None)
+            for h in list(self.hosts.values()):
+                for wwpn, wwnn in h.spec.vports:
+                    self._vport_create(h, f"{wwpn}:{wwnn}", login_delay=None)
 
     def _add_host(self, spec: HostSpec, parent: SimHost | None = None, vport: str = "",
                   wwpn: str = "", wwnn: str = "") -> tuple[SimHost, list[UEvent]]:
@@ -523,7 +526,7 @@ class SimulatedSan:
                 return rp
         return None
 
-    def _vport_create(self, parent: SimHost, data: str) -> None:
+    def _vport_create(self, parent: SimHost, data: str, login_delay: float | None = 0.2) -> None:
         wwpn, wwnn = parse_vport_write(data)
         with self._lock:
             in_use = sum(1 for v in self.vports.values() if v.parent == parent.number)
@@ -561,8 +564,11 @@ class SimulatedSan:
             events.append(self._ev("change", "fc_host",
                                    f"{parent.devdir}/fc_host/host{parent.number}"))
         self._send(events)
+        if login_delay is None:             # a vport that existed before we started
+            self._vport_login(name, state)
+            return
         # Fabric login (FDISC) completes after the write returns, as on real HBAs.
-        threading.Timer(0.2, self._vport_login, args=(name, state)).start()
+        threading.Timer(login_delay, self._vport_login, args=(name, state)).start()
 
     def _vport_login(self, name: str, state: str) -> None:
         with self._lock:

@@ -20,7 +20,8 @@ def test_name_is_owned_only_once_the_objects_exist(system_bus, tmp_path):
             assert time.monotonic() < deadline, proc.stderr.read1().decode()
         out = subprocess.run(["busctl", f"--address={system_bus.address}", "tree",
                               "org.example.SanStorage"], capture_output=True, text=True).stdout
-        assert out.count("/luns/") == 7 and out.count("/hosts/host") == 4
+        assert out.count("/luns/") == 7 and out.count("/hosts/host") == 5
+        assert out.count("/vhbas/") == 1
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0

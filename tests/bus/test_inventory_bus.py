@@ -12,6 +12,7 @@ from sanbus_testing import ROOT, busctl, gdbus, sanctl
 from sanbusd.service.api import data_dir
 
 HERE = Path(__file__).parent
+VHBA = f"{ROOT}/vhbas/5001a4a0aa000001"     # the demo fabric's NPIV vport on host1
 LUN_PATHS = {f"{ROOT}/luns/{h}_0_0_{n}" for h in (1, 2) for n in (0, 1, 2)} | {
     f"{ROOT}/luns/0_0_0_0"}
 
@@ -45,6 +46,21 @@ def test_objects_carry_the_kernels_facts(daemon):
     assert host["Luns"]["data"] == [f"{ROOT}/luns/1_0_0_{n}" for n in range(3)]
 
 
+def test_an_npiv_vport_is_a_vhba_object_linked_to_both_hosts(daemon):
+    objs = managed(daemon)
+    v = {k: x["data"] for k, x in objs[VHBA]["org.example.SanStorage.Vhba"].items()}
+    assert v == {"Name": "vport-1:0-0", "WWPN": "5001a4a0aa000001", "WWNN": "5001a4a0bb000001",
+                 "Parent": f"{ROOT}/hosts/host1", "Host": f"{ROOT}/hosts/host4",
+                 "State": "Active", "LastState": "Unknown"}
+    own = objs[f"{ROOT}/hosts/host4"]["org.example.SanStorage.FcHost"]
+    assert own["Vhba"]["data"] == VHBA and own["PortType"]["data"] == "NPIV VPORT"
+    assert own["NpivCapable"]["data"] is False
+    parent = objs[f"{ROOT}/hosts/host1"]["org.example.SanStorage.FcHost"]
+    assert parent["VportsInUse"]["data"] == 1 and parent["Vhba"]["data"] == "/"
+    out = sanctl(daemon, "status").stdout
+    assert "vport-1:0-0  5001a4a0aa000001" in out
+
+
 def _xml_interfaces(xml: str) -> dict:
     out = {}
     for i in ET.fromstring(xml).findall("interface"):
@@ -67,7 +83,7 @@ def test_live_introspection_matches_the_documented_xml(daemon):
     objs = managed(daemon)
     seen = set()
     for path in (f"{ROOT}/Manager", f"{ROOT}/hosts/host1", f"{ROOT}/hosts/host0",
-                 f"{ROOT}/luns/1_0_0_0"):
+                 f"{ROOT}/luns/1_0_0_0", VHBA):
         live = _xml_interfaces(gdbus(daemon, "introspect", "--dest",
                                      "org.example.SanStorage", "--object-path", path,
                                      "--xml").stdout)
@@ -80,9 +96,8 @@ def test_live_introspection_matches_the_documented_xml(daemon):
             for name, value in props.items():
                 assert value["type"] == spec["properties"][name][0], f"{iface}.{name}"
             seen.add(iface)
-    # Vhba, MultipathMap and Job objects are checked where tests create them.
-    assert seen == set(documented) - {"org.example.SanStorage.Vhba",
-                                      "org.example.SanStorage.MultipathMap",
+    # MultipathMap and Job objects are checked where tests create them.
+    assert seen == set(documented) - {"org.example.SanStorage.MultipathMap",
                                       "org.example.SanStorage.Job"}
 
 

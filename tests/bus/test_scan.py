@@ -210,7 +210,7 @@ def test_a_scan_is_a_job_with_progress_and_a_completed_signal(daemon):
     job_path, ifaces = added[0].body
     job = ifaces["org.example.SanStorage.Job"]
     assert job["Operation"].value == "scan" and job["StartedByUID"].value == 0
-    assert job["Objects"].value == [f"{ROOT}/hosts/host{n}" for n in range(4)]
+    assert job["Objects"].value == [f"{ROOT}/hosts/host{n}" for n in range(5)]
     progress = [m.body[1]["Progress"].value for m in seen if m.member == "PropertiesChanged"
                 and m.path == job_path and "Progress" in m.body[1]]
     assert progress == sorted(progress) and progress[-1] == 1.0

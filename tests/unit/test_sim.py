@@ -86,23 +86,24 @@ def test_vport_create_follows_the_kernel(sim):
     assert e.value.errno == errno.EINVAL
     sim.write(fc + "vport_create", "2000000000000011:2000000000000012")
     inv = SysfsReader(sim.root).read_all()
-    (v,) = inv.vports.values()
-    assert v.name == "vport-1:0-0" and v.state == "Initializing" and v.host in inv.hosts
+    v = inv.vports["vport-1:0-1"]                        # vport-1:0-0 is the demo's own
+    assert v.wwpn == "2000000000000011"
+    assert v.state == "Initializing" and v.host in inv.hosts
     assert inv.hosts[v.host].fc.port_type == "NPIV VPORT"
-    assert inv.hosts[1].fc.vports_in_use == 1
+    assert inv.hosts[1].fc.vports_in_use == 2
     with pytest.raises(OSError) as e:                    # duplicate WWPN, other WWNN
         sim.write(fc + "vport_create", "2000000000000011:2000000000000013")
     assert e.value.errno == errno.EINVAL
     time.sleep(0.4)                                      # fabric login completes after the write
     inv = SysfsReader(sim.root).read_all()
-    (v,) = inv.vports.values()
-    assert v.state == "Active"
+    assert inv.vports["vport-1:0-1"].state == "Active"
     with pytest.raises(OSError) as e:
         sim.write(fc + "vport_delete", "2000000000000099:2000000000000098")
     assert e.value.errno == errno.ENODEV
     sim.write(fc + "vport_delete", "2000000000000011:2000000000000012")
     inv = SysfsReader(sim.root).read_all()
-    assert not inv.vports and v.host not in inv.hosts and inv.hosts[1].fc.vports_in_use == 0
+    assert list(inv.vports) == ["vport-1:0-0"] and v.host not in inv.hosts
+    assert inv.hosts[1].fc.vports_in_use == 1
     with pytest.raises(OSError) as e:                    # no NPIV on a non-FC host
         sim.write("class/fc_host/host3/vport_create", "2000000000000011:2000000000000012")
     assert e.value.errno in (errno.ENOENT, errno.EACCES)

@@ -24,8 +24,13 @@ def sim(tmp_path):
 
 def test_reads_the_demo_san(sim):
     inv = SysfsReader(sim.root).read_all()
-    assert sorted(inv.hosts) == [0, 1, 2, 3]
+    assert sorted(inv.hosts) == [0, 1, 2, 3, 4]
     assert {h.transport for h in inv.hosts.values()} == {"sas", "fc", "iscsi"}
+    # host4 is the NPIV vport the demo fabric starts with, a child of host1
+    (v,) = inv.vports.values()
+    assert (v.name, v.parent, v.host, v.state) == ("vport-1:0-0", 1, 4, "Active")
+    assert inv.hosts[4].vport == "vport-1:0-0" and inv.hosts[4].fc.port_type == "NPIV VPORT"
+    assert not inv.hosts[4].fc.npiv_capable                # a vHBA has no vport_create
     fc = inv.hosts[1].fc
     assert fc.wwpn == "10000090fa1b2c01" and fc.wwnn == "20000090fa1b2c01"
     assert fc.port_state == "Online" and fc.npiv_capable and fc.max_vports == 64
@@ -71,7 +76,7 @@ def test_odd_names_are_ignored(sim):
               "class/fc_vports/vport-a:b-c"):
         os.makedirs(root / d)
     inv = SysfsReader(root).read_all()
-    assert sorted(inv.hosts) == [0, 1, 2, 3] and len(inv.luns) == 7 and len(inv.vports) == 0
+    assert sorted(inv.hosts) == [0, 1, 2, 3, 4] and len(inv.luns) == 7 and len(inv.vports) == 1
 
 
 def test_a_host_that_vanishes_mid_read_is_dropped_with_its_luns(sim):
