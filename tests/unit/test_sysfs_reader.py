@@ -94,3 +94,35 @@ def test_a_host_that_vanishes_mid_read_is_dropped_with_its_luns(sim):
     assert 2 not in new.hosts
     assert not [h for h in new.luns if h.host == 2]
     assert not [r for r in new.rports.values() if r.host == 2]
+
+
+def test_a_multipath_map_is_linked_to_its_paths_through_holders(sim):
+    """dm-N with dm/uuid mpath-<wwid> holding two sdX: one map whose paths are those LUNs
+    (linked through holders/slaves, never by comparing WWID strings)."""
+    from sanbusd.service.publisher import render_lun, render_map
+    root = sim.root
+    reader = SysfsReader(root)
+    inv = reader.read_all()
+    a, b = inv.luns[HCTL(1, 0, 0, 1)], inv.luns[HCTL(2, 0, 0, 1)]
+    dm = root / "devices/virtual/block/dm-3"
+    (dm / "dm").mkdir(parents=True)
+    (dm / "dm/uuid").write_text("mpath-1Linux_scsi_debug_2000\n")   # not the sysfs wwid
+    (dm / "dm/name").write_text("mpatha\n")
+    (dm / "size").write_text(str((200 << 30) // 512) + "\n")
+    (dm / "slaves").mkdir()
+    os.symlink(dm, root / "class/block/dm-3")
+    for lun in (a, b):
+        bdir = os.path.realpath(root / "class/block" / lun.block)
+        os.symlink(dm, os.path.join(bdir, "holders", "dm-3"))
+        os.symlink(bdir, dm / "slaves" / lun.block)
+    new, _ = reader.refresh(inv, Dirty(luns={a.hctl, b.hctl}))
+    m = new.maps["dm-3"]
+    assert (m.name, m.wwid, m.size) == ("mpatha", "1Linux_scsi_debug_2000", 200 << 30)
+    assert sorted(m.slaves) == sorted([a.block, b.block])
+    by_block = {lun.block: lun.hctl for lun in new.luns.values() if lun.block}
+    paths = render_map(new, m, by_block)["org.example.SanStorage.MultipathMap"]["Paths"]
+    assert paths == ["/org/example/SanStorage/luns/1_0_0_1", "/org/example/SanStorage/luns/2_0_0_1"]
+    lun = render_lun(new, new.luns[a.hctl])["org.example.SanStorage.Lun"]
+    assert lun["MultipathMap"] == "/org/example/SanStorage/multipath/1Linux_5fscsi_5fdebug_5f2000"
+    assert render_lun(new, new.luns[HCTL(1, 0, 0, 0)])["org.example.SanStorage.Lun"][
+        "MultipathMap"] == "/"
