@@ -221,7 +221,6 @@ class Scanner:
 
         tasks = [asyncio.ensure_future(one(h)) for h in req.hosts]
         cancel_wait = asyncio.ensure_future(job.cancelled.wait())
-        await asyncio.wait([*tasks, cancel_wait], return_when=asyncio.FIRST_COMPLETED)
         while not all(t.done() for t in tasks) and not job.cancelled.is_set():
             await asyncio.wait([*tasks, cancel_wait], return_when=asyncio.FIRST_COMPLETED)
         cancel_wait.cancel()

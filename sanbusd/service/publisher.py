@@ -208,15 +208,9 @@ class Publisher:
     # -- hosts whose storage says its LUN inventory changed (SDEV_UA) -------------------------
 
     def _rerender_hosts(self, hosts: set[int]) -> None:
-        inv = self.inventory
-        updates: dict[str, Objects | None] = {}
-        for n in hosts:
-            h = inv.hosts.get(n)
-            if h is not None:
-                updates[paths.host(n)] = render_host(
-                    inv, h, [lun for k, lun in inv.luns.items() if k.host == n],
-                    n in self.rescan_suggested)
-        self.tree.apply(updates)
+        d = Diff()
+        d.changed["hosts"] |= hosts & self.inventory.hosts.keys()
+        self.update(self.inventory, d)
 
     def suggest_rescan(self, hosts: set[int]) -> None:
         new = hosts - self.rescan_suggested
