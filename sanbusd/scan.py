@@ -232,7 +232,11 @@ class Scanner:
         # Publish from sysfs now rather than wait on udev alone; udev's events refresh again.
         d.pump.feed_dirty(Dirty(luns=set(new)))
         await self._settle(new, deadline)
-        d.publisher.clear_rescan_suggested(scanned)
+        # Only a host the kernel really scanned has answered the suggestion: not one whose scan
+        # string it refused, that is still scanning (TimedOut) or that a Cancel skipped.
+        d.publisher.clear_rescan_suggested(
+            {o.host for t in tasks if t.done() and not t.cancelled() and t.exception() is None
+             and (o := t.result()).error is None and not o.skipped})
 
         if job.cancelled.is_set():
             outcomes = [t.result() for t in tasks if t.done()]

@@ -420,8 +420,11 @@ class SimulatedSan:
         try:
             self._dispatch_write(rel, data)
         except OSError as e:
-            self._record(rel, data, errno.errorcode.get(e.errno or 0, "EIO"))
-            raise
+            code = e.errno or errno.EIO
+            self._record(rel, data, errno.errorcode.get(code, "EIO"))
+            # The kernel answers a bare errno: callers see strerror's words, not our reason
+            # (the real kernel lane saw "EINVAL (Invalid argument)" for a refused scan).
+            raise OSError(code, os.strerror(code)) from None
         self._record(rel, data, "ok")
 
     def _record(self, rel: str, data: str, result: str) -> None:

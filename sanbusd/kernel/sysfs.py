@@ -58,7 +58,8 @@ class SysfsReader:
             log.warning("sysfs: cannot read %s/%s (%s); publishing without it",
                         where, attr, err.__class__.__name__)
 
-    def _attr(self, d: str, attr: str, where: str, *, quiet: bool = False) -> str:
+    def _attr(self, d: str, attr: str, where: str, *, quiet: bool = False,
+              misses: list[tuple[str, Exception]] | None = None) -> str:
         # os.open/os.read, not open(): at 16,384 LUNs x 8 attributes the io stack's overhead
         # is most of the start-up time.
         try:
@@ -68,7 +69,11 @@ class SysfsReader:
             finally:
                 os.close(fd)
         except (OSError, ValueError) as e:
-            if not quiet:
+            if quiet:
+                pass
+            elif misses is not None:    # the caller decides: a gap, or a device going away
+                misses.append((attr, e))
+            else:
                 self._gap(where, attr, e)
             return ""
 
@@ -188,23 +193,34 @@ class SysfsReader:
                 target_wwpn = sysfs_wwn(self._attr(
                     os.path.join(self._class("fc_remote_ports"), rport), "port_name", where,
                     quiet=True))
+        misses: list[tuple[str, Exception]] = []
         blocks = self._listdir(os.path.join(real, "block"))
         block = sorted(blocks)[0] if blocks else ""
         size = 0
         holder = ""
         if block:
             bd = os.path.join(real, "block", block)
-            size = self._int(self._attr(bd, "size", where), 0) * 512
+            size = self._int(self._attr(bd, "size", where, misses=misses), 0) * 512
             holders = sorted(self._listdir(os.path.join(bd, "holders")))
             holder = holders[0] if holders else ""
-        return Lun(
-            hctl=hctl, vendor=self._attr(real, "vendor", where),
-            model=self._attr(real, "model", where), rev=self._attr(real, "rev", where),
-            type=self._int(self._attr(real, "type", where), -1),
+        lun = Lun(
+            hctl=hctl, vendor=self._attr(real, "vendor", where, misses=misses),
+            model=self._attr(real, "model", where, misses=misses),
+            rev=self._attr(real, "rev", where, misses=misses),
+            type=self._int(self._attr(real, "type", where, misses=misses), -1),
             # LUNs without VPD page 0x83 (LIO ramdisks, say) answer ENXIO here: not a gap.
             wwid=self._attr(real, "wwid", where, quiet=True),
-            state=self._attr(real, "state", where), size=size, block=block,
+            state=self._attr(real, "state", where, misses=misses), size=size, block=block,
             rport=rport, target_wwpn=target_wwpn, holder=holder)
+        if misses:
+            # The kernel removes a device's scsi_device class entry first, then its attributes,
+            # then its directory: attributes missing while that entry is gone mean the LUN went
+            # away during the read (a delete, a lost path), not a gap. Its remove events follow.
+            if not os.path.lexists(os.path.join(self._class("scsi_device"), name)):
+                return None
+            for attr, err in misses:
+                self._gap(where, attr, err)
+        return lun
 
     def vport_names(self) -> list[str]:
         return sorted(n for n in self._listdir(self._class("fc_vports")) if parse_vport_name(n))

@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lab  # noqa: E402
 import scenarios  # noqa: E402
 from sanscenario import ScenarioRun, completed_report  # noqa: E402
+from simstory import SimContext, replay  # noqa: E402
 
 GROUP_TIMEOUT = 600  # a group boot takes 25-40 s here; anything near this is a hang
 
@@ -53,6 +54,19 @@ def group_boot(kernel_image: lab.KernelImage,
                 timeout=GROUP_TIMEOUT)
         return _groups[group]
     return boot
+
+
+@pytest.fixture(scope="session")
+def story_replay(system_bus, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], SimContext]:
+    """``story_replay(name)``: that scenario's story (Scenario.simulate), run once on the simulated
+    SAN (simstory.replay; system_bus is tests/conftest.py's private bus with polkitd)."""
+    done: dict[str, SimContext] = {}
+
+    def get(name: str) -> SimContext:
+        if name not in done:
+            done[name] = replay(scenarios.ALL[name], system_bus, tmp_path_factory.mktemp(f"story_{name}"))
+        return done[name]
+    return get
 
 
 @pytest.fixture(scope="session")

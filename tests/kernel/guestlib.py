@@ -192,6 +192,15 @@ def wait_for_block(hctl: str, timeout: float = 30) -> str:
                     what=f"a block device for {hctl}")
 
 
+def send_tur(hctl: str) -> subprocess.CompletedProcess[str]:
+    """TEST UNIT READY to ``hctl`` (``sg_turs``, SG_IO), as multipathd's path checker sends one to
+    every path every few seconds: a command reaches the LUN, and with it any unit attention the
+    storage has queued for this path (sg_turs may report it, or a retry hides it: the exit code
+    says nothing; udev's SDEV_UA change event does). SG_IO also reaches an ALUA standby path,
+    where scsi_dh_alua fails ordinary reads with EIO."""
+    return run(["sg_turs", f"/dev/{wait_for_block(hctl)}"], check=False)
+
+
 def scan_host(host: int, channel: str = "-", target: str = "-", lun: str = "-") -> None:
     """Ask the midlayer to scan; "- - -" is the wildcard a SAN admin's rescan uses."""
     write_attr(SCSI_HOST / f"host{host}" / "scan", f"{channel} {target} {lun}")

@@ -198,6 +198,23 @@ class SanClient:
     def call(self, path: str, iface: str, member: str, sig: str = "", body: list | None = None) -> list:
         return plain(self._run(self._call(BUS_NAME, path, iface, member, sig, body)))
 
+    def call_reply(self, path: str, iface: str, member: str, sig: str = "",
+                   body: list | None = None) -> dict[str, Any]:
+        """A call that may fail: {"ok": True, "body": [...]} or {"ok": False, "error": name,
+        "message": text}, with how long it took ("seconds")."""
+        start = time.monotonic()
+        reply = self._run(self._bus.call(Message(destination=BUS_NAME, path=path, interface=iface,
+                                                 member=member, signature=sig, body=body or [])))
+        out: dict[str, Any] = {"seconds": round(time.monotonic() - start, 2)}
+        if reply.message_type == MessageType.ERROR:
+            out.update(ok=False, error=reply.error_name, message=reply.body[0] if reply.body else "")
+        else:
+            out.update(ok=True, body=plain(reply.body))
+        return out
+
+    def get(self, path: str, iface: str, prop: str) -> Any:
+        return self.call(path, PROPS_IFACE, "Get", "ss", [iface, prop])[0]
+
     def managed_objects(self) -> dict[str, dict[str, dict[str, Any]]]:
         return self.call(ROOT, OM_IFACE, "GetManagedObjects")[0]
 
@@ -232,7 +249,8 @@ class SanClient:
 
 
 class UdevLog:
-    """``udevadm monitor --udev`` in the background: the processed events sanbusd listens to.
+    """``udevadm monitor --udev --property`` in the background: the processed events sanbusd
+    listens to, with the unit attention a ``change`` carries (``SDEV_UA``) as ``"ua"``.
 
     Its timestamps are CLOCK_MONOTONIC, the clock of time.monotonic() and of the signal record, so
     tests can show that each object came or went after udev announced its device.
@@ -242,7 +260,7 @@ class UdevLog:
 
     def __init__(self, out_dir: Path = g.OUT_DIR) -> None:
         self.path = out_dir / "udev-monitor.txt"
-        argv = ["udevadm", "monitor", "--udev"]
+        argv = ["udevadm", "monitor", "--udev", "--property"]
         for sub in self.SUBSYSTEMS:
             argv += ["--subsystem-match", sub]
         self.process = subprocess.Popen(argv, stdout=open(self.path, "wb"), stderr=subprocess.STDOUT,
@@ -256,12 +274,26 @@ class UdevLog:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
             self.process.kill()
-        events = []
-        for line in self.path.read_text(errors="replace").splitlines():
-            m = re.match(r"^UDEV\s+\[(\d+\.\d+)\]\s+(\w+)\s+(\S+)\s+\((\S+)\)", line)
-            if m:
-                events.append({"t": float(m[1]), "action": m[2], "devpath": m[3], "subsystem": m[4]})
-        return events
+        return parse_udev_monitor(self.path.read_text(errors="replace"))
+
+
+def parse_udev_monitor(text: str) -> list[dict[str, Any]]:
+    """``udevadm monitor --udev [--property]`` output -> [{"t", "action", "devpath", "subsystem"}],
+    plus "ua" (the SDEV_UA property) on the events that carry a unit attention."""
+    events: list[dict[str, Any]] = []
+    for line in text.splitlines():
+        m = re.match(r"^UDEV\s+\[(\d+\.\d+)\]\s+(\w+)\s+(\S+)\s+\((\S+)\)", line)
+        if m:
+            events.append({"t": float(m[1]), "action": m[2], "devpath": m[3], "subsystem": m[4]})
+        elif events and line.startswith("SDEV_UA="):
+            events[-1]["ua"] = line.split("=", 1)[1]
+    return events
+
+
+def property_changes(signals: list[dict], path: str, prop: str) -> list[Any]:
+    """The values ``prop`` of object ``path`` took, in order, according to PropertiesChanged."""
+    return [s["changed"][prop] for s in signals
+            if s["member"] == "PropertiesChanged" and s["object"] == path and prop in s["changed"]]
 
 
 def objects_added(signals: list[dict], paths: set[str]) -> bool:

@@ -52,6 +52,20 @@ class Scenario:
         """The simulated SAN's fabric (the TOML of data/fabrics/demo.toml, as a dict) for a checkpoint."""
         raise NotImplementedError
 
+    # Optional: the exercise as a *story* that also runs on the simulated SAN. test_conformance.py
+    # starts sanbusd on fabric(INITIAL), calls simulate(sim) with a test_conformance.SimContext
+    # (the same interface as Context: client, step, check, record, checkpoint, scsi_devices,
+    # sanctl; world == "simulated"; the SAN admin through sim.admin(), the sim's control socket),
+    # and compares the trees at the story's checkpoints and the records named in story_records.
+    story_records: ClassVar[tuple[str, ...]] = ()
+
+    def simulate(self, sim: Any) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def has_story(cls) -> bool:
+        return cls.simulate is not Scenario.simulate
+
 
 # --------------------------------------------------------------------------------------------
 # In the guest
@@ -59,6 +73,8 @@ class Scenario:
 
 class Context:
     """What a scenario gets in the guest: the report, its own hosts, the client, checkpoints."""
+
+    world = "kernel"  # test_conformance.SimContext, the same interface on the simulated SAN: "simulated"
 
     def __init__(self, scenario: Scenario, run: GroupRunner) -> None:
         self.scenario = scenario
@@ -116,6 +132,23 @@ class Context:
 
     def wait_converged(self, timeout: float = 60) -> float:
         return self._run.wait_converged(timeout)
+
+    def scsi_devices(self, host: int) -> list[str]:
+        """H:C:T:L under /sys/class/scsi_device for one host: what the kernel has attached."""
+        import guestlib as g
+
+        return g.scsi_devices(host)
+
+    def sanctl(self, *args: str) -> dict[str, Any]:
+        """Run ``sanctl --bus ADDRESS ARGS`` (as root, like an admin); its output and exit code."""
+        import subprocess
+        import sys
+
+        start = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "sanbusd.cli.sanctl", "--bus", self.stack.address, *args],
+                              capture_output=True, text=True, timeout=300)
+        return {"argv": ["sanctl", *args], "rc": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr,
+                "seconds": round(time.monotonic() - start, 2)}
 
     def as_dict(self) -> dict[str, Any]:
         return {"hosts": self.hosts, "hosts_at": self.hosts_at, "timings": self.timings, "data": self.data}

@@ -241,3 +241,29 @@ def tree_differences(kernel: Tree, simulated: Tree) -> list[str]:
                     diffs.append(f"{path} {iface.removeprefix(IFACE)}.{prop}: kernel {kv!r}, "
                                  f"simulation {sv!r}")
     return diffs
+
+
+def normalize_refs(data: Any, hosts: list[int]) -> Any:
+    """Recorded story data (ScanAll answers, error messages, sanctl output) with the same renaming
+    as ``normalize``: host N -> its rank in ``hosts`` in object paths, hostN names, H:C:T:L and
+    rport names; /dev/sdX -> /dev/sdX (probe order); runs of blanks -> one (table widths)."""
+    rank = {n: i for i, n in enumerate(sorted(hosts))}
+
+    def host(m: re.Match) -> str:
+        n = int(m[2])
+        return f"{m[1]}{rank.get(n, n)}{m[3]}"
+
+    def text(value: str) -> str:
+        value = re.sub(r"(/hosts/host|\bhost|\brport-)(\d+)(\b)", host, value)
+        value = re.sub(r"(/luns/)(\d+)(_\d+_\d+_\d+)", host, value)
+        value = re.sub(r"(\b)(\d+)(:\d+:\d+:\d+\b)", host, value)
+        value = re.sub(r"/dev/sd[a-z]+", "/dev/sdX", value)
+        return re.sub(r"[ \t]+", " ", value)
+
+    if isinstance(data, str):
+        return text(data)
+    if isinstance(data, dict):
+        return {normalize_refs(k, hosts): normalize_refs(v, hosts) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [normalize_refs(v, hosts) for v in data]
+    return data

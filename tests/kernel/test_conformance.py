@@ -6,6 +6,12 @@ on a private system bus with polkitd (tests/conftest.py's system_bus, sanbus_tes
 and the two trees are compared after sanview.normalize, which drops only what legitimately differs
 (host numbering, sdX names, UniqueId, the Manager object; see there). A difference means the
 simulation is wrong about the kernel: fix sanbusd/kernel/sim.py or fabric.py, not this test.
+
+Scenarios with a story (``Scenario.simulate``, e.g. fc_discover) are also *replayed*: sanbusd starts
+on ``fabric(INITIAL)``, the SAN admin's steps go through the simulated SAN's control socket (what
+``sanbusd-sim provision`` does), the VM admin's calls and ``sanctl`` go to sanbusd, and the trees at
+the story's checkpoints and its records (ScanAll answers, errors, sanctl output) must equal the
+kernel's, after sanview.normalize / normalize_refs.
 """
 
 from __future__ import annotations
@@ -20,11 +26,13 @@ from sanbus_testing import start_daemon  # tests/conftest.py puts tests/ on sys.
 
 import sanview
 import scenarios
-from sanscenario import ScenarioRun, to_toml
+from sanscenario import INITIAL, ScenarioRun, to_toml
+from simstory import SimContext
 
 pytestmark = pytest.mark.kernel_lab
 
 CASES = [(name, cp) for name, s in scenarios.ALL.items() for cp in s.checkpoints]
+STORIES = [name for name, s in scenarios.ALL.items() if s.has_story()]
 
 
 def simulated_tree(bus, tmp_path: Path, fabric: dict) -> sanview.Tree:
@@ -63,3 +71,42 @@ def test_kernel_and_simulated_san_give_the_same_tree(
         [p for p, o in run.snapshot(checkpoint)["objects"].items()
          if "/luns/" in p and int(o[sanview.LUN_I]["HCTL"].split(":")[0]) in hosts]) > 0
 
+
+# --------------------------------------------------------------------------------------------
+# Stories, replayed on the simulated SAN
+
+
+STORY_CHECKPOINTS = [(name, cp) for name in STORIES for cp in scenarios.ALL[name].checkpoints if cp != INITIAL]
+
+
+def test_every_story_check_holds_on_the_simulated_san_too(story_replay: Callable[[str], SimContext]) -> None:
+    for name in STORIES:
+        assert story_replay(name).failed == [], name
+
+
+@pytest.mark.parametrize(("scenario", "checkpoint"), STORY_CHECKPOINTS,
+                         ids=[f"{n}-{cp}" for n, cp in STORY_CHECKPOINTS])
+def test_the_story_gives_the_same_tree_on_the_simulated_san(
+        scenario: str, checkpoint: str, scenario_run: Callable[[str], ScenarioRun],
+        story_replay: Callable[[str], SimContext]) -> None:
+    run = scenario_run(scenario)
+    sim = story_replay(scenario)
+    kernel = sanview.normalize(run.snapshot(checkpoint)["objects"], run.hosts(checkpoint))
+    simulated = sanview.normalize(sim.trees[checkpoint], sim.hosts(checkpoint))
+    assert sanview.tree_differences(kernel, simulated) == []
+    assert [p for p in kernel if "/luns/" in p]  # not vacuous
+
+
+@pytest.mark.parametrize("scenario", STORIES)
+def test_the_story_records_the_same_answers_on_the_simulated_san(
+        scenario: str, scenario_run: Callable[[str], ScenarioRun], story_replay: Callable[[str], SimContext]) -> None:
+    """ScanAll's answers, the errors for bad input, what Delete did, sanctl's output: the same."""
+    run = scenario_run(scenario)
+    sim = story_replay(scenario)
+    sim_hosts = sim.hosts(scenarios.ALL[scenario].checkpoints[-1])
+    records = scenarios.ALL[scenario].story_records
+    assert records
+    for key in records:
+        kernel = sanview.normalize_refs(run.data[key], run.hosts(INITIAL))
+        simulated = sanview.normalize_refs(sim.data[key], sim_hosts)
+        assert kernel == simulated, key

@@ -102,6 +102,18 @@ def test_signals_come_from_the_manager_path_of_the_daemon(group: lab.GuestResult
     assert all(s["path"] == s["object"] and s["path"].startswith(sanview.ROOT + "/") for s in changed)
 
 
+def test_no_lun_is_ever_published_half_read(group: lab.GuestResult) -> None:
+    """A LUN read while the kernel removes it (its attributes go before its directory) is gone,
+    not a LUN with empty INQUIRY data: no signal ever carries an empty Vendor or Model."""
+    signals = completed_report(group)["data"]["signals"]
+    added = [s["properties"][sanview.LUN_I] for s in signals
+             if s["member"] == "InterfacesAdded" and sanview.LUN_I in s["properties"]]
+    assert added and all(lun["Vendor"] and lun["Model"] for lun in added)
+    emptied = [s for s in signals if s["member"] == "PropertiesChanged" and s["interface"] == sanview.LUN_I
+               and ("" in (s["changed"].get("Vendor"), s["changed"].get("Model")))]
+    assert emptied == []
+
+
 def test_console_log_is_kept(group: lab.GuestResult) -> None:
     log = Path(group.console_log).read_text(errors="replace")
     assert "KLAB-SCENARIO-START" in log and "KLAB-SCENARIO-EXIT rc=0" in log, group.console_tail()

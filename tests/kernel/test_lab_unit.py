@@ -181,3 +181,52 @@ def test_simulated_san_lays_out_the_fcoe_scenarios_kernel_facts(tmp_path: Path) 
     assert attr("fc_transport/target0:0:0/port_id") == "0x00000b"  # the kernel copies the rport's
     assert not (sys_ / "scsi_device/0:0:0:0/device/wwid").exists()  # no VPD page 0x83
     assert attr("scsi_device/0:0:0:0/device/vendor") == "LIO-ORG"
+
+
+def test_udev_monitor_parser_keeps_the_unit_attention() -> None:
+    from guestsan import parse_udev_monitor
+
+    text = ("monitor will print the received events for:\nUDEV - the event which udev sends out after rule processing\n\n"
+            "UDEV  [20.142422] change   /devices/x/host1/rport-1:0-0/target1:0:0/1:0:0:0 (scsi)\n"
+            "ACTION=change\nDEVPATH=/devices/x/host1/rport-1:0-0/target1:0:0/1:0:0:0\n"
+            "SDEV_UA=REPORTED_LUNS_DATA_HAS_CHANGED\nSEQNUM=775\n\n"
+            "UDEV  [20.2] add      /devices/x/host1/rport-1:0-0/target1:0:0/1:0:0:0/block/sdb (block)\n"
+            "ACTION=add\nSEQNUM=777\n\n")
+    assert parse_udev_monitor(text) == [
+        {"t": 20.142422, "action": "change", "devpath": "/devices/x/host1/rport-1:0-0/target1:0:0/1:0:0:0",
+         "subsystem": "scsi", "ua": "REPORTED_LUNS_DATA_HAS_CHANGED"},
+        {"t": 20.2, "action": "add", "devpath": "/devices/x/host1/rport-1:0-0/target1:0:0/1:0:0:0/block/sdb",
+         "subsystem": "block"},
+    ]
+
+
+def test_normalize_refs_renames_hosts_and_disks_everywhere() -> None:
+    recorded = {"added": [f"{sanview.ROOT}/luns/7_0_0_27"], "attached": ["7:0:0:0", "7:0:0:27"],
+                "message": "host7: scan '3 - -' was refused; host12 is not ours",
+                "stdout": "HCTL      LUN  DEVICE\n7:0:0:27  27   /dev/sdq\n"}
+    assert sanview.normalize_refs(recorded, [7]) == {
+        "added": [f"{sanview.ROOT}/luns/0_0_0_27"], "attached": ["0:0:0:0", "0:0:0:27"],
+        "message": "host0: scan '3 - -' was refused; host12 is not ours",
+        "stdout": "HCTL LUN DEVICE\n0:0:0:27 27 /dev/sdX\n"}
+
+
+def test_fc_discover_fabric_has_the_volumes_and_masks_them_per_checkpoint(tmp_path: Path) -> None:
+    """The story's simulated array has every volume from the start; provisioning only masks."""
+    from sanbusd.kernel.fabric import parse_fabric
+
+    s = scenarios.ALL["fc_discover"]
+    for checkpoint, visible in (("initial", {0}), ("targeted", {0, 27, 28, 29, 53}),
+                                ("wildcard", {0, 27, 28, 29, 30, 53})):
+        (array,) = parse_fabric(s.fabric(checkpoint)).arrays
+        assert set(array.luns) == {0, 27, 28, 29, 30, 53}
+        assert {n for n, lun in array.luns.items() if lun.masked_to} == visible
+        assert all(lun.wwid == "" for lun in array.luns.values())  # LIO RAM disks: no VPD 0x83
+
+
+def test_scsi_debug_scan_fabric_per_checkpoint() -> None:
+    s = scenarios.ALL["scsi_debug_scan"]
+    final = s.disks("final")
+    assert sorted(final[0]) == [(t, n) for t in range(2) for n in (0, 1, 2, 3, 5)]
+    assert sorted(final[1]) == [(t, n) for t in range(2) for n in range(8) if (t, n) != (1, 7)]
+    assert final[1][(0, 2)] == 1 << 30 and final[0][(0, 2)] == 8 << 20
+    assert all(sorted(d) == [(t, n) for t in range(2) for n in (0, 1, 2, 3, 5)] for d in s.disks("targeted").values())

@@ -76,6 +76,12 @@ class Fcoe(Scenario):
 
     def fabric(self, checkpoint: str) -> dict[str, Any]:
         luns = sorted({*self.luns, *((self.mapped_later,) if checkpoint == FINAL else ())})
+        return self.fabric_with({n: True for n in luns})
+
+    def fabric_with(self, luns: dict[int, bool]) -> dict[str, Any]:
+        """The initiator, the LIO port as an array port, and LUNs: LUN n exists on the array and
+        is masked to the initiator if luns[n] (a LUN masked to nobody is a volume the SAN admin
+        has not mapped yet: ``sanbusd-sim provision`` maps it)."""
         return {
             # VN2VN has no switch: fabric_name reads 0x0.
             "switch": {"vn2vn": {"npiv": True, "wwn": "0"}},
@@ -89,8 +95,9 @@ class Fcoe(Scenario):
                 "wwnn": self.target_wwnn,
                 "port": [{"wwpn": self.target_wwpn, "fabric": "vn2vn", "port_id": vn2vn_port_id(TARGET_MAC),
                           "roles": list(self.target_roles)}],
-                "lun": [{"lun": n, "size": f"{self.lun_mb}M", "wwid": "", "masked_to": [self.initiator_wwpn]}
-                        for n in luns],
+                "lun": [{"lun": n, "size": f"{self.lun_mb}M", "wwid": "",
+                         "masked_to": [self.initiator_wwpn] if masked else []}
+                        for n, masked in sorted(luns.items())],
             }],
         }
 
