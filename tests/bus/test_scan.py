@@ -122,9 +122,14 @@ def test_bad_input_is_refused_before_anything_is_written(daemon, options, name, 
 
 def test_a_kernel_refusal_is_a_named_error_for_that_host(daemon):
     # Channel 3 does not exist on these hosts: the kernel answers EINVAL.
-    reply = scan_all(daemon, channel=3, hosts=[f"{ROOT}/hosts/host1"])
+    provision(daemon, [27])
+    h1 = f"{ROOT}/hosts/host1"
+    wait_until(lambda: prop(daemon, h1, "org.example.SanStorage.ScsiHost", "RescanSuggested"))
+    reply = scan_all(daemon, channel=3, hosts=[h1])
     assert reply.error_name == "org.example.SanStorage.Error.InvalidArgument"
-    assert "host1" in reply.body[0] and "EINVAL" in reply.body[0]
+    assert "host1" in reply.body[0] and "EINVAL (Invalid argument)" in reply.body[0]
+    # the kernel refused: the host was not scanned, so the suggestion stands
+    assert prop(daemon, h1, "org.example.SanStorage.ScsiHost", "RescanSuggested") is True
     assert daemon.writes()[-1]["result"] == "EINVAL"
     assert prop(daemon, MGR, "org.example.SanStorage.Manager", "Backend") == "simulated"
 

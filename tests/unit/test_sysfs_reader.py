@@ -79,6 +79,19 @@ def test_odd_names_are_ignored(sim):
     assert sorted(inv.hosts) == [0, 1, 2, 3, 4] and len(inv.luns) == 7 and len(inv.vports) == 1
 
 
+def test_a_lun_deleted_while_it_is_read_counts_as_gone_not_as_a_gap(sim, caplog):
+    """The kernel drops a device's scsi_device entry first, then its attributes: a read in
+    between must not publish an empty LUN or log gaps."""
+    root = sim.root
+    os.unlink(root / "class/scsi_device/1:0:0:2")
+    lun_dir = os.path.realpath(root / "bus/scsi/devices/1:0:0:2")
+    for attr in ("vendor", "model", "state"):
+        os.unlink(os.path.join(lun_dir, attr))
+    with caplog.at_level(logging.WARNING):
+        assert SysfsReader(root).read_lun(HCTL(1, 0, 0, 2)) is None
+    assert not [r for r in caplog.records if "cannot read" in r.getMessage()]
+
+
 def test_a_host_that_vanishes_mid_read_is_dropped_with_its_luns(sim):
     root = sim.root
     reader = SysfsReader(root)
