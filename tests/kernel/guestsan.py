@@ -23,27 +23,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dbus_fast import Message, MessageType, Variant
+from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
 import guestlib as g
 from sanview import ROOT
 
+from sanbusd.cli.sanctl import plain  # dbus-fast values as plain JSON-able data
+
 BUS_NAME = "org.example.SanStorage"
 OM_IFACE = "org.freedesktop.DBus.ObjectManager"
 PROPS_IFACE = "org.freedesktop.DBus.Properties"
 RUN_DIR = Path("/run/sanbus-klab")  # its parents (/run) are 0755: user polkitd reaches the socket
-
-
-def plain(value: Any) -> Any:
-    """dbus-fast values (Variants inside dicts and lists) as plain JSON-able data."""
-    if isinstance(value, Variant):
-        return plain(value.value)
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    return value
 
 
 class SanStack:
