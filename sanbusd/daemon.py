@@ -154,11 +154,9 @@ class Daemon:
             old = self.publisher.inventory
             # sysfs reads block (and a host may vanish mid-read): keep them off the loop.
             new, keys = await asyncio.to_thread(self.kernel.reader.refresh, old, dirty)
-            d = diff(old, new, keys)
-            if d:
-                self.publisher.update(new, d)
-            else:
-                self.publisher.inventory = new
+            # Also with nothing to publish: waiters may be waiting for udev to finish (a uevent
+            # announced after its rules ran), which the records do not show.
+            self.publisher.update(new, diff(old, new, keys))
 
     async def run(self, ready_fd: int | None = None) -> int:
         from .authz import PolkitAuthorizer

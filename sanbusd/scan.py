@@ -263,8 +263,10 @@ class Scanner:
         return added
 
     async def _settle(self, new: list[HCTL], deadline: float) -> None:
-        """Until every new LUN is an object on the bus, and a disk has its block device."""
+        """Until every new LUN is an object on the bus, and a disk has its block device, set up
+        by udev (so /dev/disk/by-id links exist when the caller hands it to a VM)."""
         tree = self.daemon.tree
+        kernel = self.daemon.kernel
         want = [paths.lun(h) for h in new]
 
         def settled() -> bool:
@@ -273,7 +275,9 @@ class Scanner:
                 if obj is None:
                     return False
                 lun = obj["org.example.SanStorage.Lun"]
-                if lun["Type"].value == 0 and not lun["BlockDevice"].value:
+                if lun["Type"].value == 0 and not (
+                        lun["BlockDevice"].value
+                        and kernel.block_ready(lun["BlockDevice"].value[len("/dev/"):])):
                     return False
             return True
         if not want:

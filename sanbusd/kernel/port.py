@@ -44,6 +44,11 @@ class Kernel:
     def stop(self) -> None:
         pass
 
+    def block_ready(self, block: str) -> bool:
+        """Has the system finished setting up this block device (udev rules run, by-id links
+        made), so that it can be handed to a VM?"""
+        return True
+
 
 class SysfsKernel(Kernel):
     """The real kernel. Uevents come from udev when the root is the live /sys."""
@@ -65,6 +70,18 @@ class SysfsKernel(Kernel):
     def stop(self) -> None:
         if self._monitor is not None:
             self._monitor.stop()
+
+    def block_ready(self, block: str) -> bool:
+        # udevd writes its database entry (/run/udev/data/bMAJ:MIN) after running the rules
+        # and before it announces the event: then the /dev/disk/by-* links exist too.
+        if not self.use_udev:
+            return True
+        try:
+            with open(os.path.join(self.reader.root, "class", "block", block, "dev")) as f:
+                dev = f.read().strip()
+        except OSError:
+            return False
+        return os.path.exists(f"/run/udev/data/b{dev}")
 
 
 class SimKernel(Kernel):

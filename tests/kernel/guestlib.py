@@ -192,6 +192,12 @@ def wait_for_block(hctl: str, timeout: float = 30) -> str:
                     what=f"a block device for {hctl}")
 
 
+def udev_done(block: str) -> bool:
+    """udevd has run its rules for /dev/sdX: its database entry exists (then by-id links do)."""
+    dev = read_attr(f"/sys/class/block/{os.path.basename(block)}/dev") if block else None
+    return dev is not None and os.path.exists(f"/run/udev/data/b{dev}")
+
+
 def send_tur(hctl: str) -> subprocess.CompletedProcess[str]:
     """TEST UNIT READY to ``hctl`` (``sg_turs``, SG_IO), as multipathd's path checker sends one to
     every path every few seconds: a command reaches the LUN, and with it any unit attention the

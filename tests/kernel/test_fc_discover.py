@@ -109,6 +109,9 @@ def test_scan_all_answers_exactly_the_luns_asked_for_ready_to_use(run: ScenarioR
     assert targeted["attached"] == [hctl(run, n) for n in (*S.luns, *S.asked)]
     assert not targeted["decoy_attached"] and not targeted["decoy_on_bus"]
     assert path(run, S.decoy) not in run.snapshot("targeted")["busctl_tree"].split()
+    # ready to hand to a VM: udev had finished every new disk when ScanAll answered
+    udev = run.data["targeted_kernel"]["udev_done"]
+    assert sorted(udev) == wanted and all(udev.values()), udev
 
 
 def test_delete_then_sanctl_scan_brings_them_back(run: ScenarioRun) -> None:

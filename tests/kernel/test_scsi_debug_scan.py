@@ -86,6 +86,9 @@ def test_a_wildcard_scan_of_one_host_attaches_the_rest_there_only(run: ScenarioR
     assert step["reply"]["body"] == [[sanview.lun_path(h) for h in hctls([host], range(S.targets), rest)]]
     assert step["attached"] == sorted(hctls(others, range(S.targets), [*range(S.luns), S.asked])
                                       + hctls([host], range(S.targets), range(S.max_luns)), key=sanview.hctl_key)
+    # ready to hand to a VM: udev had finished every new disk when the scan answered
+    assert sorted(step["udev_done"]) == sorted(step["reply"]["body"][0])
+    assert all(step["udev_done"].values()), step["udev_done"]
 
 
 def test_lun_delete_removes_the_object_and_the_sysfs_entry(run: ScenarioRun) -> None:

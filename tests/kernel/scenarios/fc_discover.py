@@ -171,8 +171,8 @@ class FcDiscover(Fcoe):
             ready = {p: {"BlockDevice": now[p][LUN_I]["BlockDevice"], "Size": now[p][LUN_I]["Size"],
                          "Vendor": now[p][LUN_I]["Vendor"], "TargetPortName": now[p][LUN_I]["TargetPortName"]}
                      for p in reply.get("body", [[]])[0] if p in now}
-            # recorded, not asserted: do the /dev nodes exist when the answer comes (devtmpfs)?
-            nodes = {p: _node_exists(r["BlockDevice"]) for p, r in ready.items()} if w.world == "kernel" else {}
+            # has udev finished each new disk (by-id links made) when the answer comes?
+            udev = {p: _udev_done(r["BlockDevice"]) for p, r in ready.items()} if w.world == "kernel" else {}
             attached = w.scsi_devices(host)
         w.record("targeted", {
             "ok": reply["ok"], "added": reply.get("body", [None])[0], "error": reply.get("error"),
@@ -180,7 +180,7 @@ class FcDiscover(Fcoe):
             "attached": attached, "decoy_attached": hctl(self.decoy) in attached,
             "decoy_on_bus": path(self.decoy) in now, "suggested": suggested(),
         })
-        w.record("targeted_kernel", {"t0": t0, "seconds": reply["seconds"], "nodes": nodes,
+        w.record("targeted_kernel", {"t0": t0, "seconds": reply["seconds"], "udev_done": udev,
                                      "suggested_changes": _changes(client.since(mark_scan), host_path)})
         w.check_equal("ScanAll answers exactly the LUNs asked for", reply.get("body", [None])[0],
                       [path(n) for n in self.asked])
@@ -224,10 +224,12 @@ def _changes(signals: list[dict], host_path: str) -> list[dict]:
             and "RescanSuggested" in s["changed"]]
 
 
-def _node_exists(block: str) -> bool:
-    import os
-
-    return bool(block) and os.path.exists(block)
 
 
 SCENARIO = FcDiscover()
+
+
+def _udev_done(block: str) -> bool:
+    import guestlib  # in the guest only: the story also runs on the simulated SAN
+
+    return guestlib.udev_done(block)

@@ -83,8 +83,6 @@ class ScsiDebugScan(ScsiDebug):
     # -- the real kernel -----------------------------------------------------------------------
 
     def exercise(self, ctx: Context) -> None:
-        import os
-
         import guestlib as g
         from dbus_fast import Variant
         from guestsan import property_changes
@@ -153,11 +151,10 @@ class ScsiDebugScan(ScsiDebug):
         with ctx.step(f"ScsiHost.Scan of host{host}: its other LUNs"):
             reply = client.call_reply(sanview.host_path(f"host{host}"), sanview.HOST_I, "Scan", "a{sv}", [{}])
             now = client.managed_objects()
-            # Recorded, not asserted: do the /dev nodes exist when the answer comes? (sanbusd
-            # waits for BlockDevice, which it may read from sysfs before udev has run its rules.)
-            nodes = {p: os.path.exists(now[p][sanview.LUN_I]["BlockDevice"])
-                     for p in reply.get("body", [[]])[0] if p in now}
-        ctx.record("host_scan", {"host": host, "reply": reply, "attached": attached(), "nodes": nodes})
+            # udev has finished every new disk when the answer comes (sanbusd waits for it)
+            udev = {p: g.udev_done(now[p][sanview.LUN_I]["BlockDevice"])
+                    for p in reply.get("body", [[]])[0] if p in now}
+        ctx.record("host_scan", {"host": host, "reply": reply, "attached": attached(), "udev_done": udev})
 
         # 5. Lun.Delete of one path.
         i, t, n = self.deleted
