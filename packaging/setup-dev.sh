@@ -1,7 +1,8 @@
 #!/bin/bash
 # Set up a Debian 12 machine (as root) to run sanbusd from this checkout: Debian packages, a
-# virtualenv in .venv with the project installed, and (with --tests) the test users and the
-# polkit files the bus tests check against. Safe to run again: it only does what is missing.
+# virtualenv in .venv with the project installed, sanbusd's polkit actions, and (with --tests)
+# the test users and the sanadmin rules.d rule the tests check against. Safe to run again: it
+# only does what is missing.
 set -euo pipefail
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 WITH_TESTS=0
@@ -34,6 +35,12 @@ if ! "$TOP/.venv/bin/python" -c "import dbus_fast, pyudev, sanbusd" 2>/dev/null 
   touch "$TOP/.venv/.installed"
 fi
 
+# polkitd reads actions only from /usr/share/polkit-1/actions (even root's calls fail with "not
+# registered" without it): install ours as a package would, for the demo as for the tests.
+if ! cmp -s "$TOP/data/org.example.sanstorage.policy" /usr/share/polkit-1/actions/org.example.sanstorage.policy; then
+  install -m644 "$TOP/data/org.example.sanstorage.policy" /usr/share/polkit-1/actions/
+fi
+
 if [ "$WITH_TESTS" = 1 ]; then
   "$TOP/.venv/bin/python" -c "import pytest, dbusmock" 2>/dev/null \
     || "$TOP/.venv/bin/pip" install -q --disable-pip-version-check "pytest>=7" "python-dbusmock>=0.28" 2>&1 | grep -v "^WARNING: Location" || true
@@ -41,10 +48,6 @@ if [ "$WITH_TESTS" = 1 ]; then
   getent group sanadmin >/dev/null || groupadd sanadmin
   id sanalice >/dev/null 2>&1 || useradd -M -s /usr/sbin/nologin -G sanadmin sanalice
   id sanbob >/dev/null 2>&1 || useradd -M -s /usr/sbin/nologin sanbob
-  # polkitd reads actions only from here: install ours as a package would.
-  if [ -f "$TOP/data/org.example.sanstorage.policy" ]; then
-    install -m644 "$TOP/data/org.example.sanstorage.policy" /usr/share/polkit-1/actions/
-  fi
   if [ -f "$TOP/data/polkit/50-sanbusd-sanadmin.rules" ]; then
     install -d -m750 /etc/polkit-1/rules.d
     install -m644 "$TOP/data/polkit/50-sanbusd-sanadmin.rules" /etc/polkit-1/rules.d/
