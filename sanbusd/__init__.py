@@ -3,4 +3,3 @@
 __version__ = "0.1.0"
 
 BUS_NAME = "org.example.SanStorage"
-INTERFACE_PREFIX = "org.example.SanStorage"

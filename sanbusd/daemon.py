@@ -15,8 +15,9 @@ import os
 import signal
 import sys
 import time
+from typing import TYPE_CHECKING
 
-from dbus_fast import BusType, DBusError, Message, MessageType
+from dbus_fast import BusType, DBusError
 from dbus_fast.aio import MessageBus
 from dbus_fast.constants import NameFlag, RequestNameReply
 
@@ -32,6 +33,9 @@ from .service import context, host, job, lun, manager  # noqa: F401 - they regis
 from .service.api import load_api
 from .service.publisher import Publisher
 from .service.tree import ObjectTree
+
+if TYPE_CHECKING:
+    from .authz import PolkitAuthorizer
 
 log = logging.getLogger("sanbusd")
 
@@ -119,6 +123,7 @@ class Daemon:
         self.pump = EventPump(self)
         self.pump.listeners.append(self._unit_attentions)
         self.jobs: Jobs | None = None
+        self.authorizer: "PolkitAuthorizer | None" = None
         self.scanner: Scanner | None = None
         self._refresh_lock = asyncio.Lock()
         self._stopping = asyncio.Event()
@@ -137,14 +142,11 @@ class Daemon:
             self.publisher.suggest_rescan(hosts)
 
     async def caller_uid(self, sender: str) -> int:
-        assert self.bus is not None
-        reply = await self.bus.call(Message(
-            destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-            interface="org.freedesktop.DBus", member="GetConnectionUnixUser", signature="s",
-            body=[sender]))
-        if reply.message_type == MessageType.ERROR:
-            raise errors.Failed(f"cannot tell who called: {reply.body[0] if reply.body else ''}")
-        return int(reply.body[0])
+        assert self.authorizer is not None
+        uid = await self.authorizer.caller_uid(sender)
+        if uid is None:
+            raise errors.Failed("cannot tell who called: the caller has left the bus")
+        return uid
 
     async def refresh(self, dirty: Dirty) -> None:
         if not dirty:
@@ -172,7 +174,8 @@ class Daemon:
                  "in %.2f s", len(inv.hosts), len(inv.rports), len(inv.luns), len(inv.vports),
                  len(inv.maps), time.monotonic() - t0)
         self.bus = await _connect(self.bus_address)
-        self.tree = ObjectTree(load_api(), PolkitAuthorizer(self.bus))
+        self.authorizer = PolkitAuthorizer(self.bus)
+        self.tree = ObjectTree(load_api(), self.authorizer)
         self.publisher = Publisher(self.tree, self.kernel.backend)
         self.jobs = Jobs(self.tree)
         self.scanner = Scanner(self)

@@ -54,10 +54,6 @@ class RemotePort:
     port_state: str = ""
     scsi_target_id: int = -1
 
-    @property
-    def is_target(self) -> bool:
-        return "FCP Target" in self.roles
-
 
 @dataclass(frozen=True, slots=True)
 class Lun:
@@ -107,18 +103,9 @@ class Inventory:
         return Inventory(dict(self.hosts), dict(self.rports), dict(self.luns),
                          dict(self.vports), dict(self.maps))
 
-    def luns_of_host(self, host: int) -> list[Lun]:
-        return [lun for h, lun in self.luns.items() if h.host == host]
-
     def rports_of_host(self, host: int) -> list[RemotePort]:
         return sorted((r for r in self.rports.values() if r.host == host),
                       key=lambda r: r.name)
-
-    def vport_of_host(self, host: int) -> Vport | None:
-        for v in self.vports.values():
-            if v.host == host:
-                return v
-        return None
 
 
 KINDS = ("hosts", "rports", "luns", "vports", "maps")

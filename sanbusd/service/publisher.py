@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from .. import __version__, paths
 from ..inventory import Diff, Inventory, Lun, MultipathMap, ScsiHost, Vport
-from ..kernel.formats import HCTL
+from ..kernel.formats import HCTL, fabric_known
 from .tree import ObjectTree
 
 IFACE = "org.example.SanStorage."
@@ -41,8 +41,7 @@ def render_host(inv: Inventory, h: ScsiHost, luns: list[Lun],
         vport = inv.vports.get(h.vport) if h.vport else None
         out[FC_I] = {
             "WWNN": fc.wwnn, "WWPN": fc.wwpn,
-            "FabricName": fc.fabric_name if fc.fabric_name not in (
-                "0000000000000000", "ffffffffffffffff") else "",
+            "FabricName": fc.fabric_name if fabric_known(fc.fabric_name) else "",
             "PortState": fc.port_state, "PortType": fc.port_type, "PortId": fc.port_id,
             "Speed": fc.speed, "NpivCapable": fc.npiv_capable,
             "MaxVports": fc.max_vports if fc.npiv_capable else 0,
