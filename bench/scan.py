@@ -28,11 +28,11 @@ TOP = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TOP))
 
 from dbus_fast import Message, MessageType, Variant  # noqa: E402
-from dbus_fast.aio import MessageBus  # noqa: E402
+from sanbusd.client import connect  # noqa: E402
 
 from sanbusd.devbus import PrivateBus  # noqa: E402
-from sanbusd.kernel.fabric import parse_fabric  # noqa: E402
-from sanbusd.kernel.sim import SimulatedSan  # noqa: E402
+from sanbusd.sim.fabric import parse_fabric  # noqa: E402
+from sanbusd.sim.san import SimulatedSan  # noqa: E402
 
 import tomllib  # noqa: E402
 
@@ -101,7 +101,7 @@ async def call(bus, path, iface, member, options):
 
 
 async def parallel_vs_sequential(d: Daemon, hosts: int) -> tuple[float, float]:
-    bus = await MessageBus(bus_address=d.bus.address).connect()
+    bus = await connect(d.bus.address)
     t = time.perf_counter()
     await call(bus, f"{ROOT}/Manager", "org.example.SanStorage.Manager", "ScanAll", {})
     parallel = time.perf_counter() - t
@@ -114,7 +114,7 @@ async def parallel_vs_sequential(d: Daemon, hosts: int) -> tuple[float, float]:
 
 
 async def burst(d: Daemon, n: int) -> dict:
-    bus = await MessageBus(bus_address=d.bus.address).connect()
+    bus = await connect(d.bus.address)
     await bus.call(Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
                            interface="org.freedesktop.DBus", member="AddMatch", signature="s",
                            body=[f"type='signal',path='{ROOT}',member='InterfacesAdded'"]))

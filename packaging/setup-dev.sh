@@ -42,8 +42,10 @@ if ! cmp -s "$TOP/data/org.example.sanstorage.policy" /usr/share/polkit-1/action
 fi
 
 if [ "$WITH_TESTS" = 1 ]; then
-  "$TOP/.venv/bin/python" -c "import pytest, dbusmock" 2>/dev/null \
-    || "$TOP/.venv/bin/pip" install -q --disable-pip-version-check "pytest>=7" "python-dbusmock>=0.28" 2>&1 | grep -v "^WARNING: Location" || true
+  # pytest-timeout: pyproject's per-test `timeout` ends a hung test instead of the whole run.
+  "$TOP/.venv/bin/python" -c "import pytest, pytest_timeout, dbusmock" 2>/dev/null \
+    || "$TOP/.venv/bin/pip" install -q --disable-pip-version-check "pytest>=7" "pytest-timeout>=2.1" \
+         "python-dbusmock>=0.28" 2>&1 | grep -v "^WARNING: Location" || true
   # Test users: sanalice may manage SAN storage through group sanadmin's polkit rule; sanbob not.
   getent group sanadmin >/dev/null || groupadd sanadmin
   id sanalice >/dev/null 2>&1 || useradd -M -s /usr/sbin/nologin -G sanadmin sanalice

@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .service.api import data_dir
+from .bus.contract import data_dir
 
 POLKITD_CANDIDATES = ("/usr/lib/polkit-1/polkitd", "/usr/libexec/polkitd",
                       "/usr/libexec/polkit-1/polkitd")

@@ -112,3 +112,11 @@ def to_dbus(exc: BaseException) -> tuple[str, str]:
         return mapped.dbus_name, mapped.message
     log.error("internal error while serving a call", exc_info=exc)
     return ERROR_PREFIX + "Failed", "internal error in sanbusd (details are in its log)"
+
+
+def invalid_argument(fn, *args):
+    """Call a pure parser; its ValueError (whose message says what to give) is InvalidArgument."""
+    try:
+        return fn(*args)
+    except ValueError as e:
+        raise InvalidArgument(str(e)) from None

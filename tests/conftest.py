@@ -18,6 +18,16 @@ from sanbus_testing import start_daemon  # noqa: E402
 
 from sanbusd.devbus import PrivateBus  # noqa: E402
 
+# pyproject.toml's `timeout` (pytest-timeout) bounds every test; a kernel-lab test may first have
+# to fetch a kernel and boot a QEMU group (tests/kernel/conftest.py allows 600 s for a boot).
+KERNEL_LAB_TIMEOUT = 1800
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("kernel_lab") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(KERNEL_LAB_TIMEOUT))
+
 
 @pytest.fixture(scope="session")
 def system_bus():

@@ -6,14 +6,19 @@ started the way an admin would start it (python -m sanbusd), as root, on that bu
 
 from __future__ import annotations
 
+import asyncio
 import os
+import queue
+import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sanbusd import client
 from sanbusd.cli.sim import request as sim_request
 from sanbusd.devbus import PrivateBus
 
@@ -21,6 +26,7 @@ TOP = Path(__file__).resolve().parents[1]
 DEMO_FABRIC = TOP / "data" / "fabrics" / "demo.toml"
 BUS_NAME = "org.example.SanStorage"
 ROOT = "/org/example/SanStorage"
+READY_TIMEOUT = 60          # s for sanbusd to own its name (it takes well under 2 s)
 
 
 @dataclass
@@ -65,10 +71,17 @@ def start_daemon(bus: PrivateBus, tmp: Path, fabric: Path = DEMO_FABRIC,
         env=penv, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, pass_fds=(w,))
     os.close(w)
     with os.fdopen(r, "rb") as ready:
-        line = ready.readline()
+        # Bounded: a daemon that hangs before it is ready must fail the test, not hang it.
+        if select.select([ready], [], [], READY_TIMEOUT)[0]:
+            line = ready.readline()
+        else:
+            line = b""
     if line != b"ready\n":
+        if proc.poll() is None:
+            proc.kill()
         proc.wait(5)
-        raise AssertionError(f"sanbusd did not start: {log_path.read_text()}")
+        raise AssertionError(f"sanbusd did not start within {READY_TIMEOUT} s: "
+                             f"{log_path.read_text()}")
     return RunningDaemon(bus, sim_dir, proc, log_path, penv)
 
 
@@ -96,21 +109,112 @@ def sanctl(d: RunningDaemon, *args: str, **kw) -> subprocess.CompletedProcess:
                env=d.env, **kw)
 
 
-def wait_until(pred, timeout: float = 10, interval: float = 0.05):
+def wait_until(pred, timeout: float = 10, interval: float = 0.05, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while True:
         value = pred()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
+            raise AssertionError(f"{what} not met within {timeout:g} s")
         time.sleep(interval)
 
 
+class LineReader:
+    """The lines a child process prints, read with a deadline (a bare readline() on its pipe
+    blocks forever if the child goes quiet, and returns "" forever once it has exited)."""
+
+    def __init__(self, stream) -> None:
+        self._lines: queue.Queue = queue.Queue()
+        self.seen: list[str] = []
+
+        def pump() -> None:
+            for line in stream:
+                self._lines.put(line)
+            self._lines.put(None)                   # EOF
+        threading.Thread(target=pump, daemon=True).start()
+
+    def until(self, pred, timeout: float = 20, what: str = "the expected output") -> list[str]:
+        """Read lines until pred(lines read so far) holds; every line read, in order."""
+        deadline = time.monotonic() + timeout
+        while not pred(self.seen):
+            left = deadline - time.monotonic()
+            try:
+                line = self._lines.get(timeout=max(0.0, left))
+            except queue.Empty:
+                raise AssertionError(f"no {what} within {timeout:g} s; got: "
+                                     f"{''.join(self.seen)[-2000:]!r}") from None
+            if line is None:
+                raise AssertionError(f"the process ended before {what}; got: "
+                                     f"{''.join(self.seen)[-2000:]!r}")
+            self.seen.append(line)
+        return self.seen
+
+    def drain(self, seconds: float) -> list[str]:
+        """Keep reading for `seconds` (e.g. to see a duplicate that would come right behind)."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self._lines.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            self.seen.append(line)
+        return self.seen
+
+
+class Signals:
+    """sanbusd's signals as a client sees them (dbus-fast; use inside asyncio.run):
+
+        sigs = await Signals.connect(address)
+        ...
+        await sigs.wait_for(lambda seen: [m for m in seen if ...], what="...")
+    """
+
+    def __init__(self, bus) -> None:
+        self.bus = bus
+        self.seen: list = []
+        self._arrived = asyncio.Event()
+
+    @classmethod
+    async def connect(cls, address: str, rules=client.SIGNAL_RULES) -> "Signals":
+        bus = await client.connect(address)
+        self = cls(bus)
+        for rule in rules:
+            await client.add_match(bus, rule)
+
+        def on_message(msg):
+            if msg.message_type.name == "SIGNAL":
+                self.seen.append(msg)
+                self._arrived.set()
+        bus.add_message_handler(on_message)
+        return self
+
+    async def wait_for(self, pred, timeout: float = 20, what: str = "the signal"):
+        """Until pred(signals seen so far) is truthy; returns its value."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not (value := pred(self.seen)):
+            self._arrived.clear()
+            left = deadline - loop.time()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), max(0.0, left))
+            except asyncio.TimeoutError:
+                raise AssertionError(f"no {what} within {timeout:g} s; saw "
+                                     f"{[(m.path, m.member) for m in self.seen][-20:]}") from None
+        return value
+
+    def close(self) -> None:
+        self.bus.disconnect()
+
+
 def fc_fabric(path: Path, *, hosts: int = 1, scan_delay: float = 0.0,
-              host_delays: dict[int, float] | None = None, luns: tuple[int, ...] = ()) -> Path:
-    """A small fabric file: `hosts` FC ports (WWPN 100000000000000N) zoned to one array port
-    (5000000000000011) whose `luns` are masked to all of them."""
+              host_delays: dict[int, float] | None = None, luns: tuple[int, ...] = (),
+              array_ports: int = 1) -> Path:
+    """A small fabric file: `hosts` FC ports (WWPN 100000000000000N) zoned to `array_ports`
+    ports of one array (50000000000000N1; on each host, SCSI targets 0, 1, ...) whose `luns`
+    are masked to all of them."""
     wwpns = [f"10000000000000{n + 1:02x}" for n in range(hosts)]
     out = [f"[defaults]\nscan_delay = {scan_delay}"]
     for n, wwpn in enumerate(wwpns):
@@ -118,8 +222,9 @@ def fc_fabric(path: Path, *, hosts: int = 1, scan_delay: float = 0.0,
                    'fabric = "A"')
         if host_delays and n in host_delays:
             out.append(f"scan_delay = {host_delays[n]}")
-    out.append('[[array]]\nname = "arr"\nwwnn = "5000000000000001"\n[[array.port]]\n'
-               'wwpn = "5000000000000011"\nfabric = "A"')
+    out.append('[[array]]\nname = "arr"\nwwnn = "5000000000000001"')
+    for n in range(array_ports):
+        out.append(f'[[array.port]]\nwwpn = "50000000000000{n + 1}1"\nfabric = "A"')
     masked = ", ".join(f'"{w}"' for w in wwpns)
     for lun in luns:
         out.append(f"[[array.lun]]\nlun = {lun}\nmasked_to = [{masked}]")

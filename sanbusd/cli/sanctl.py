@@ -9,59 +9,36 @@ import sys
 import time
 from typing import Any
 
-from dbus_fast import BusType, Message, MessageType, Variant
-from dbus_fast.aio import MessageBus
+from dbus_fast import Message, MessageType, Variant
 
-from .. import BUS_NAME
-from ..paths import ROOT
+from .. import BUS_NAME, client
+from ..client import IFACE as IF, ROOT, ClientError, plain
 
-IF = "org.example.SanStorage."
-OM = "org.freedesktop.DBus.ObjectManager"
+OM = client.OM_IFACE
 
 
 class CliError(Exception):
     pass
 
 
-async def connect(bus: str) -> MessageBus:
+async def connect(bus: str):
     try:
-        if bus == "system":
-            return await MessageBus(bus_type=BusType.SYSTEM).connect()
-        if bus == "session":
-            return await MessageBus(bus_type=BusType.SESSION).connect()
-        return await MessageBus(bus_address=bus).connect()
+        return await client.connect(bus)
     except Exception as e:  # noqa: BLE001
         raise CliError(f"cannot connect to the {bus} bus: {e}") from None
 
 
-async def call(bus: MessageBus, path: str, iface: str, member: str, sig: str = "",
+async def call(bus, path: str, iface: str, member: str, sig: str = "",
                body: list | None = None, timeout: float | None = None) -> list:
-    msg = Message(destination=BUS_NAME, path=path, interface=iface, member=member,
-                  signature=sig, body=body or [])
     try:
-        reply = await (asyncio.wait_for(bus.call(msg), timeout) if timeout else bus.call(msg))
-    except asyncio.TimeoutError:
-        raise CliError(f"{member}: no answer within {timeout:g} s") from None
-    if reply.message_type == MessageType.ERROR:
-        text = reply.body[0] if reply.body else ""
-        raise CliError(f"{reply.error_name}: {text}")
-    return reply.body
+        return await client.call(bus, path, iface, member, sig, body, timeout)
+    except ClientError as e:
+        raise CliError(str(e)) from None
 
 
-def plain(v: Any) -> Any:
-    """Variants -> plain Python (for JSON and printing)."""
-    if isinstance(v, Variant):
-        return plain(v.value)
-    if isinstance(v, dict):
-        return {k: plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [plain(x) for x in v]
-    return v
-
-
-async def managed_objects(bus: MessageBus) -> dict[str, dict[str, dict[str, Any]]]:
+async def managed_objects(bus) -> dict[str, dict[str, dict[str, object]]]:
     (objs,) = await call(bus, ROOT, OM, "GetManagedObjects")
-    return plain(objs)
+    return objs
 
 
 def human_size(n: int) -> str:
@@ -111,9 +88,9 @@ def render_status(objs: dict) -> str:
     for o in hosts:
         fc = o.get(IF + "FcHost")
         for r in (fc or {}).get("RemotePorts", []):
-            name, wwpn, wwnn, port_id, roles, state, tid = r
-            rports.append([o[IF + "ScsiHost"]["Name"], name, wwpn, wwnn, port_id,
-                           ", ".join(roles), state, str(tid)])
+            rports.append([o[IF + "ScsiHost"]["Name"], r["Name"], r["WWPN"], r["WWNN"],
+                           r["PortId"], ", ".join(r["Roles"]), r["PortState"],
+                           str(r["ScsiTargetId"])])
     if rports:
         out += ["", "FC remote ports"]
         out.append(table(rports, ["HOST", "RPORT", "WWPN", "WWNN", "PORT ID", "ROLES", "STATE",
@@ -167,20 +144,19 @@ def describe(path: str, ifaces: dict) -> str:
 
 
 def _short(v: Any) -> str:
+    if isinstance(v, list) and v and all(isinstance(x, dict) and "Name" in x for x in v):
+        # remote ports: the facts that change, not every key
+        v = [" ".join(str(x[k]) for k in ("Name", "WWPN", "PortState") if k in x) for x in v]
     s = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
     return s if len(s) <= 120 else s[:117] + "..."
 
 
 async def cmd_monitor(args: argparse.Namespace) -> int:
     bus = await connect(args.bus)
-    for rule in (f"type='signal',sender='{BUS_NAME}',path='{ROOT}',interface='{OM}'",
-                 f"type='signal',sender='{BUS_NAME}',path_namespace='{ROOT}',"
-                 "interface='org.freedesktop.DBus.Properties',member='PropertiesChanged'",
+    for rule in (*client.SIGNAL_RULES,
                  f"type='signal',sender='{BUS_NAME}',path_namespace='{ROOT}',"
                  f"interface='{IF}Manager'"):
-        await bus.call(Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-                               interface="org.freedesktop.DBus", member="AddMatch",
-                               signature="s", body=[rule]))
+        await client.add_match(bus, rule)
     done = asyncio.get_running_loop().create_future()
 
     def emit(line: str) -> None:
@@ -249,11 +225,8 @@ async def cmd_scan(args: argparse.Namespace) -> int:
         options["hosts"] = Variant("ao", sorted(set(args.host)))
     if args.no_user_interaction:
         options["auth.no_user_interaction"] = Variant("b", True)
-    for rule in (f"type='signal',sender='{BUS_NAME}',path='{ROOT}',interface='{OM}'",
-                 f"type='signal',sender='{BUS_NAME}',path_namespace='{ROOT}/jobs'"):
-        await bus.call(Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-                               interface="org.freedesktop.DBus", member="AddMatch",
-                               signature="s", body=[rule]))
+    for rule in (client.SIGNAL_RULES[0], client.SIGNAL_RULES[2]):
+        await client.add_match(bus, rule)
     tty = sys.stderr.isatty()
 
     def progress(value: float) -> None:

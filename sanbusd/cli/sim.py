@@ -8,20 +8,11 @@ import json
 import os
 import socket
 import sys
-import tempfile
 
-from ..kernel.fabric import FabricError, load_fabric
-from ..kernel.formats import normalize_wwn
-from ..kernel.sim import SimulatedSan
-
-
-def default_sim_dir() -> str:
-    env = os.environ.get("SANBUSD_SIM_DIR")
-    if env:
-        return env
-    if os.access("/run", os.W_OK):
-        return "/run/sanbusd-sim"
-    return os.path.join(os.environ.get("XDG_RUNTIME_DIR", tempfile.gettempdir()), "sanbusd-sim")
+from ..config import default_sim_dir
+from ..model.ids import normalize_wwn
+from ..sim.fabric import FabricError, load_fabric
+from ..sim.san import SimulatedSan
 
 
 def request(sim_dir: str, req: dict) -> dict:
@@ -47,7 +38,7 @@ def request(sim_dir: str, req: dict) -> dict:
 def _wwns(text: str) -> list[str]:
     try:
         return [normalize_wwn(w) for w in text.split(",") if w.strip()]
-    except Exception as e:  # noqa: BLE001 - InvalidArgument carries a good message
+    except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 

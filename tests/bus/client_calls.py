@@ -12,7 +12,7 @@ import json
 import sys
 
 from dbus_fast import Message, MessageType, Variant
-from dbus_fast.aio import MessageBus
+from sanbusd.client import connect
 
 
 def decode(x):
@@ -37,7 +37,7 @@ def encode(x):
 
 
 async def main(address, calls, concurrency):
-    bus = await MessageBus(bus_address=address).connect()
+    bus = await connect(address)
     sem = asyncio.Semaphore(concurrency)
 
     async def one(spec):

@@ -17,15 +17,19 @@ def test_name_is_owned_only_once_the_objects_exist(system_bus, tmp_path):
     try:
         deadline = time.monotonic() + 15
         while not system_bus.has_name("org.example.SanStorage"):
-            assert time.monotonic() < deadline, proc.stderr.read1().decode()
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()                  # so that reading its stderr cannot block
+                raise AssertionError("sanbusd did not take its name: "
+                                     + proc.communicate(timeout=10)[1].decode())
         out = subprocess.run(["busctl", f"--address={system_bus.address}", "tree",
-                              "org.example.SanStorage"], capture_output=True, text=True).stdout
+                              "org.example.SanStorage"], capture_output=True, text=True,
+                             timeout=60).stdout
         assert out.count("/luns/") == 7 and out.count("/hosts/host") == 5
         assert out.count("/vhbas/") == 1
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
-    assert b"Traceback" not in proc.stderr.read()
+    assert b"Traceback" not in proc.communicate(timeout=10)[1]
     assert not system_bus.has_name("org.example.SanStorage")
 
 
@@ -67,7 +71,7 @@ def test_a_bad_fabric_file_is_a_clear_start_up_error(system_bus, tmp_path):
 
 def test_reads_a_plain_sysfs_tree_with_sysfs_root(system_bus, tmp_path):
     subprocess.run([sys.executable, "-m", "sanbusd.cli.sim", "layout", str(DEMO_FABRIC),
-                    str(tmp_path / "tree")], check=True, capture_output=True)
+                    str(tmp_path / "tree")], check=True, capture_output=True, timeout=60)
     proc = subprocess.Popen([sys.executable, "-m", "sanbusd", "--sysfs-root",
                              str(tmp_path / "tree" / "sys"), "--bus", system_bus.address],
                             env=system_bus.env(), stderr=subprocess.PIPE)
@@ -76,7 +80,7 @@ def test_reads_a_plain_sysfs_tree_with_sysfs_root(system_bus, tmp_path):
         out = subprocess.run(["busctl", f"--address={system_bus.address}", "get-property",
                               "org.example.SanStorage", f"{ROOT}/Manager",
                               "org.example.SanStorage.Manager", "Backend"],
-                             capture_output=True, text=True).stdout
+                             capture_output=True, text=True, timeout=60).stdout
         assert out.strip() == 's "kernel"'
     finally:
         proc.send_signal(signal.SIGTERM)

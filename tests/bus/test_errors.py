@@ -5,12 +5,13 @@ import re
 
 import pytest
 from dbus_fast import Message, MessageType, Variant
-from dbus_fast.aio import MessageBus
+from sanbusd.client import connect
 
 from sanbus_testing import ROOT, busctl
 
-from sanbusd.service.api import parse_api
-from sanbusd.service.tree import Authorizer, ObjectTree, Registration
+from sanbusd.bus.contract import parse_api
+from sanbusd.authz.registry import Authorizer, Registration
+from sanbusd.bus.tree import ObjectTree
 
 MGR = f"{ROOT}/Manager"
 LEAK = re.compile(r"Traceback|File \"|\.py\b|line \d+|Error\(|Exception")
@@ -24,7 +25,7 @@ def call_err(d, *args):
 
 def errname(d, path, iface, member, sig, body):
     async def go():
-        bus = await MessageBus(bus_address=d.bus.address).connect()
+        bus = await connect(d.bus.address)
         reply = await bus.call(Message(destination="org.example.SanStorage", path=path,
                                        interface=iface, member=member, signature=sig, body=body))
         bus.disconnect()
@@ -106,12 +107,13 @@ def test_an_internal_error_reaches_the_caller_as_failed_without_internals(system
     system_bus.allow_test_owner("org.example.SanStorageTest")
 
     async def go():
-        server = await MessageBus(bus_address=system_bus.address).connect()
+        server = await connect(system_bus.address)
         await server.request_name("org.example.SanStorageTest")
-        tree = ObjectTree(api, Authorizer(), root="/test", registry=registry)
+        tree = ObjectTree(api, Authorizer(), root="/test")
+        tree.register(registry)
         tree.apply({"/test/obj": {"org.example.SanStorage.Test": {"X": 1}}})
         tree.attach(server)
-        client = await MessageBus(bus_address=system_bus.address).connect()
+        client = await connect(system_bus.address)
         replies = []
         for member in ("Crash", "Fine"):
             replies.append(await client.call(Message(
@@ -129,7 +131,7 @@ def test_an_internal_error_reaches_the_caller_as_failed_without_internals(system
 
 
 def test_a_method_without_action_or_readonly_declaration_is_refused():
-    from sanbusd.service.tree import method
+    from sanbusd.authz.registry import method
     with pytest.raises(TypeError, match="exactly one of"):
         method("org.example.SanStorage.Manager", "X")
     api = parse_api("""<node><interface name="org.example.SanStorage.Test">
@@ -137,13 +139,14 @@ def test_a_method_without_action_or_readonly_declaration_is_refused():
        value="org.example.sanstorage.rescan"/><arg type="a{sv}" direction="in"/></method>
       </interface></node>""")
     with pytest.raises(RuntimeError, match="fail closed.*Undeclared has no implementation"):
-        ObjectTree(api, Authorizer(), registry={})
+        ObjectTree(api, Authorizer(), "/test").register({})
 
     async def f(call):
         return None
     with pytest.raises(RuntimeError, match="code declares action None"):
-        ObjectTree(api, Authorizer(), registry={("org.example.SanStorage.Test", "Undeclared"):
-                   Registration("org.example.SanStorage.Test", "Undeclared", f, None, {})})
+        ObjectTree(api, Authorizer(), "/test").register(
+            {("org.example.SanStorage.Test", "Undeclared"):
+             Registration("org.example.SanStorage.Test", "Undeclared", f, None, {})})
     with pytest.raises(ValueError, match="no org.example.SanStorage.PolkitAction"):
         parse_api("""<node><interface name="a.b"><method name="M"/></interface></node>""")
 

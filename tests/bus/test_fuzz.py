@@ -15,12 +15,12 @@ import sys
 from pathlib import Path
 
 from dbus_fast import Message, MessageType, Variant
-from dbus_fast.aio import MessageBus
+from sanbusd.client import connect
 
 from sanbus_testing import ROOT, run
 
 from sanbusd.errors import ALL_ERRORS, ERROR_PREFIX
-from sanbusd.service.api import load_api
+from sanbusd.bus.contract import load_api
 
 HERE = Path(__file__).parent
 CALLS = int(os.environ.get("SANBUSD_FUZZ_CALLS", "12000"))
@@ -63,11 +63,11 @@ def methods():
 
 
 def options_of(member: str) -> dict[str, str]:
-    import sanbusd.daemon  # noqa: F401 - registers implementations
-    from sanbusd.service.tree import _REGISTRY
-    for (i, m), reg in _REGISTRY.items():
+    from sanbusd.authz.registry import declared
+    from sanbusd.daemon import API_CLASSES
+    for (i, m), (_name, spec) in declared(*API_CLASSES).items():
         if m == member:
-            return {"auth.no_user_interaction": "b", **reg.options}
+            return {"auth.no_user_interaction": "b", **spec.options}
     return {"auth.no_user_interaction": "b"}
 
 
@@ -171,7 +171,7 @@ def test_fuzz_malformed_calls_get_declared_errors_and_write_nothing(daemon):
     kinds: dict[str, int] = {}
 
     async def go():
-        bus = await MessageBus(bus_address=daemon.bus.address).connect()
+        bus = await connect(daemon.bus.address)
         sem = asyncio.Semaphore(64)
         failures = []
 

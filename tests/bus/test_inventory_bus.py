@@ -7,9 +7,9 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from sanbus_testing import ROOT, busctl, gdbus, sanctl
+from sanbus_testing import ROOT, LineReader, busctl, gdbus, sanctl
 
-from sanbusd.service.api import data_dir
+from sanbusd.bus.contract import data_dir
 
 HERE = Path(__file__).parent
 VHBA = f"{ROOT}/vhbas/5001a4a0aa000001"     # the demo fabric's NPIV vport on host1
@@ -35,7 +35,9 @@ def test_objects_carry_the_kernels_facts(daemon):
     fc = objs[f"{ROOT}/hosts/host1"]["org.example.SanStorage.FcHost"]
     assert fc["WWPN"]["data"] == "10000090fa1b2c01"
     assert fc["PortState"]["data"] == "Online"
-    assert fc["RemotePorts"]["data"][0][1] == "500a098101a1b2c3"
+    port = fc["RemotePorts"]["data"][0]
+    assert port["WWPN"] == {"type": "s", "data": "500a098101a1b2c3"}
+    assert port["Roles"]["data"] == ["FCP Target"] and port["PortState"]["data"] == "Online"
     assert "org.example.SanStorage.FcHost" not in objs[f"{ROOT}/hosts/host3"]
     lun = objs[f"{ROOT}/luns/2_0_0_1"]["org.example.SanStorage.Lun"]
     assert lun["Size"]["data"] == 200 << 30 and lun["TargetPortName"]["data"] == "500a098201a1b2c3"
@@ -131,44 +133,71 @@ def test_resolve_device(daemon):
 
 def test_gdbus_object_manager_client_sees_objects_come_and_go(daemon):
     client = subprocess.Popen([sys.executable, str(HERE / "om_client.py"), daemon.bus.address,
-                               "20"], stdout=subprocess.PIPE, text=True, env=daemon.env)
-    events = []
-    ready = json.loads(client.stdout.readline())
-    assert ready["event"] == "ready" and LUN_PATHS <= set(ready["objects"])
-    daemon.sim({"command": "port-down", "wwpn": "500a098101a1b2c3"})   # dev_loss_tmo = 2 s
+                               "60"], stdout=subprocess.PIPE, text=True, env=daemon.env)
     gone = {f"{ROOT}/luns/1_0_0_{n}" for n in range(3)}
-    while {e["path"] for e in events if e["event"] == "removed"} != gone:
-        events.append(json.loads(client.stdout.readline()))
-    daemon.sim({"command": "port-up", "wwpn": "500a098101a1b2c3"})
-    while {e["path"] for e in events if e["event"] == "added"} != gone:
-        events.append(json.loads(client.stdout.readline()))
-    client.kill()
+
+    def paths(event, lines):
+        return {e["path"] for e in map(json.loads, lines) if e["event"] == event}
+    try:
+        out = LineReader(client.stdout)
+        ready = json.loads(out.until(lambda lines: lines, what="the client's first objects")[0])
+        assert ready["event"] == "ready" and LUN_PATHS <= set(ready["objects"])
+        daemon.sim({"command": "port-down", "wwpn": "500a098101a1b2c3"})  # dev_loss_tmo = 2 s
+        out.until(lambda lines: gone <= paths("removed", lines[1:]), what="3 LUNs removed")
+        daemon.sim({"command": "port-up", "wwpn": "500a098101a1b2c3"})
+        lines = out.until(lambda lines: gone <= paths("added", lines[1:]), what="3 LUNs added")
+    finally:
+        client.kill()
+        client.wait(10)
+    events = [json.loads(line) for line in lines[1:]]
+    assert paths("removed", lines[1:]) == gone
     added = [e for e in events if e["event"] == "added"]
+    assert sorted(e["path"] for e in added) == sorted(gone)
     assert all(e["interfaces"] == ["org.example.SanStorage.Lun"] for e in added)
+
+
+def _monitor_signals(lines):
+    msgs = [json.loads(line) for line in lines if line.strip()]
+    return [m for m in msgs if m.get("type") == "signal"]
 
 
 def test_one_interfaces_added_per_object_from_the_manager_path(daemon):
     mon = subprocess.Popen(["busctl", f"--address={daemon.bus.address}", "monitor",
                             "--json=short", "org.example.SanStorage"],
                            stdout=subprocess.PIPE, text=True, env=daemon.env)
-    time.sleep(0.5)
-    daemon.sim({"command": "port-down", "wwpn": "500a098201a1b2c3"})
-    time.sleep(2.8)
-    daemon.sim({"command": "port-up", "wwpn": "500a098201a1b2c3"})
-    sigs = []
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and len([s for s in sigs
-                                               if s.get("member") == "InterfacesAdded"]) < 3:
-        line = mon.stdout.readline()
-        msg = json.loads(line)
-        if msg.get("type") == "signal":
-            sigs.append(msg)
-    mon.kill()
+    luns = [f"{ROOT}/luns/2_0_0_{n}" for n in range(3)]
+
+    def count(member, lines):
+        return len([s for s in _monitor_signals(lines) if s.get("member") == member])
+    try:
+        out = LineReader(mon.stdout)
+        # Monitoring once a call to the daemon shows up (not after a sleep that may be short).
+        deadline = time.monotonic() + 15
+        while not out.seen:
+            assert time.monotonic() < deadline, "busctl monitor shows no calls to sanbusd"
+            busctl(daemon, "get-property", "org.example.SanStorage", f"{ROOT}/Manager",
+                   "org.example.SanStorage.Manager", "Version")
+            out.drain(0.3)
+        start = len(out.seen)
+        daemon.sim({"command": "port-down", "wwpn": "500a098201a1b2c3"})
+        out.until(lambda lines: count("InterfacesRemoved", lines[start:]) >= 3, timeout=20,
+                  what="the LUNs behind the port going away (dev_loss_tmo)")
+        daemon.sim({"command": "port-up", "wwpn": "500a098201a1b2c3"})
+        out.until(lambda lines: count("InterfacesAdded", lines[start:]) >= 3, timeout=20,
+                  what="the LUNs coming back")
+        out.drain(1.0)              # a duplicate would come right behind: read on a moment
+    finally:
+        mon.kill()
+        mon.wait(10)
+    sigs = _monitor_signals(out.seen[start:])
     om = [s for s in sigs if s["member"] in ("InterfacesAdded", "InterfacesRemoved")]
     assert om and all(s["path"] == ROOT for s in om)
     added = [s["payload"]["data"][0] for s in om if s["member"] == "InterfacesAdded"]
-    assert sorted(added) == [f"{ROOT}/luns/2_0_0_{n}" for n in range(3)]   # once each
+    assert sorted(added) == luns                                        # once each
+    removed = [s["payload"]["data"][0] for s in om if s["member"] == "InterfacesRemoved"]
+    assert sorted(removed) == luns
     changed = [s for s in sigs if s["member"] == "PropertiesChanged"]
+    assert changed, "the port's state changes were not signalled"      # e.g. RemotePorts
     assert all(s["path"].startswith(ROOT + "/") for s in changed)
 
 
@@ -176,15 +205,19 @@ def test_sanctl_monitor_shows_devices_going_and_coming(daemon):
     mon = subprocess.Popen([sys.executable, "-m", "sanbusd.cli.sanctl", "--bus",
                             daemon.bus.address, "monitor"], stdout=subprocess.PIPE, text=True,
                            env=daemon.env)
-    assert "monitoring" in mon.stdout.readline()
-    daemon.sim({"command": "port-down", "wwpn": "500a098101a1b2c3"})
-    lines = []
-    while not any(line.split()[1:3] == ["-", f"{ROOT}/luns/1_0_0_2"] for line in lines):
-        lines.append(mon.stdout.readline())
-    daemon.sim({"command": "port-up", "wwpn": "500a098101a1b2c3"})
-    while not any(line.split()[1:3] == ["+", f"{ROOT}/luns/1_0_0_2"] for line in lines):
-        lines.append(mon.stdout.readline())
-    mon.kill()
+
+    def shows(sign, path):
+        return lambda lines: any(line.split()[1:3] == [sign, path] for line in lines)
+    try:
+        out = LineReader(mon.stdout)
+        assert "monitoring" in out.until(lambda lines: lines, what="sanctl monitor to start")[0]
+        daemon.sim({"command": "port-down", "wwpn": "500a098101a1b2c3"})
+        out.until(shows("-", f"{ROOT}/luns/1_0_0_2"), what="1:0:0:2 removed")
+        daemon.sim({"command": "port-up", "wwpn": "500a098101a1b2c3"})
+        lines = out.until(shows("+", f"{ROOT}/luns/1_0_0_2"), what="1:0:0:2 added")
+    finally:
+        mon.kill()
+        mon.wait(10)
     text = "".join(lines)
     assert "RemotePorts" in text and "Blocked" in text
     assert "LUN 1:0:0:2 NETAPP LUN C-Mode 50 GiB" in text

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from dbus_fast import Message, MessageType, Variant
-from dbus_fast.aio import MessageBus
+from sanbusd.client import connect
 
 from sanbus_testing import ROOT, busctl, start_daemon
 
@@ -53,7 +53,7 @@ def recorded(d):
 
 
 async def _scan(address, options):
-    bus = await MessageBus(bus_address=address).connect()
+    bus = await connect(address)
     msg = Message(destination="org.example.SanStorage", path=f"{ROOT}/hosts/host1",
                   interface="org.example.SanStorage.ScsiHost", member="Scan", signature="a{sv}",
                   body=[options])
@@ -126,7 +126,7 @@ def test_a_caller_that_left_during_authorization_gets_nothing_done(mocked):
     verdict(mocked, "hang")
 
     async def rescan_and_leave():
-        bus = await MessageBus(bus_address=mocked.bus.address).connect()
+        bus = await connect(mocked.bus.address)
         await bus.send(Message(destination="org.example.SanStorage",
                                path=f"{ROOT}/luns/1_0_0_0", interface="org.example.SanStorage.Lun",
                                member="Rescan", signature="a{sv}", body=[{}]))

@@ -6,13 +6,16 @@ import time
 
 import pytest
 from dbus_fast import Message, MessageType, Variant
-from dbus_fast.aio import MessageBus
+from sanbusd.client import connect
 
-from sanbus_testing import ROOT, busctl, fc_fabric, run, sanctl, start_daemon, wait_until
+from sanbus_testing import (ROOT, Signals, busctl, fc_fabric, run, sanctl, start_daemon,
+                            wait_until)
 
 MGR = f"{ROOT}/Manager"
+HOST_I = "org.example.SanStorage.ScsiHost"
 A1, A2 = "10000090fa1b2c01", "10000090fa1b2c02"     # the demo host's two HBA ports
 ASKED = [27, 28, 29, 53]
+CALL_TIMEOUT = 120          # s; a call that gets no answer fails the test instead of hanging it
 
 
 def paths_for(luns, hosts=(1, 2)):
@@ -20,11 +23,11 @@ def paths_for(luns, hosts=(1, 2)):
 
 
 async def _call(address, path, iface, member, sig="", body=None, user_bus=None):
-    bus = user_bus or await MessageBus(bus_address=address).connect()
+    bus = user_bus or await connect(address)
     try:
-        return await bus.call(Message(destination="org.example.SanStorage", path=path,
-                                      interface=iface, member=member, signature=sig,
-                                      body=body or []))
+        return await asyncio.wait_for(bus.call(Message(
+            destination="org.example.SanStorage", path=path, interface=iface, member=member,
+            signature=sig, body=body or [])), CALL_TIMEOUT)
     finally:
         if user_bus is None:
             bus.disconnect()
@@ -76,6 +79,65 @@ def test_the_main_story_finds_exactly_the_luns_asked_for(daemon):
     # The LUNs' WWIDs match across paths: one WWID per LUN number.
     wwids = {prop(daemon, p, "org.example.SanStorage.Lun", "WWID") for p in added}
     assert len(wwids) == 4
+
+
+def test_rescan_suggested_is_signalled_when_the_array_adds_luns_and_cleared_by_a_scan(daemon):
+    """A GUI watches PropertiesChanged (it does not poll Get): the array's unit attention must
+    reach it as RescanSuggested=true on the host, and the host's scan as false."""
+    h1, h2 = f"{ROOT}/hosts/host1", f"{ROOT}/hosts/host2"
+
+    def suggested(path, value):
+        return lambda seen: [m for m in seen if m.member == "PropertiesChanged"
+                             and m.path == path and m.body[0] == HOST_I
+                             and "RescanSuggested" in m.body[1]
+                             and m.body[1]["RescanSuggested"].value is value]
+
+    async def go():
+        sigs = await Signals.connect(daemon.bus.address)
+        try:
+            assert prop(daemon, h1, HOST_I, "RescanSuggested") is False
+            await asyncio.to_thread(provision, daemon, [27])   # the SAN admin adds a LUN
+            await sigs.wait_for(suggested(h1, True), what="RescanSuggested=true on host1")
+            await sigs.wait_for(suggested(h2, True), what="RescanSuggested=true on host2")
+            reply = await _call(daemon.bus.address, h1, HOST_I, "Scan", "a{sv}",
+                                [{"luns": Variant("at", [27])}])
+            assert reply.message_type == MessageType.METHOD_RETURN, reply.body
+            assert reply.body[0] == [f"{ROOT}/luns/1_0_0_27"]
+            await sigs.wait_for(suggested(h1, False), what="RescanSuggested=false on host1")
+            return list(sigs.seen)
+        finally:
+            sigs.close()
+    seen = asyncio.run(go())
+    assert len(suggested(h1, True)(seen)) == 1 and len(suggested(h1, False)(seen)) == 1
+    assert seen.index(suggested(h1, True)(seen)[0]) < seen.index(suggested(h1, False)(seen)[0])
+    # host2 was not scanned: its suggestion stands, and nothing said otherwise
+    assert suggested(h2, False)(seen) == []
+    assert prop(daemon, h2, HOST_I, "RescanSuggested") is True
+
+
+def test_a_targeted_scan_writes_only_the_chosen_channel_and_target(system_bus, tmp_path):
+    """The LUNs may be asked for on one target port only; the other port must not be scanned
+    (that is how a LUN nobody asked for gets attached through the wrong port)."""
+    fabric = fc_fabric(tmp_path / "two-ports.toml", array_ports=2)    # host0: targets 0 and 1
+    d = start_daemon(system_bus, tmp_path, fabric)
+    try:
+        d.sim({"command": "provision", "array": "arr", "luns": [5, 6],
+               "initiators": ["1000000000000001"]})
+        reply = scan_all(d, luns=[5, 6], target=1)
+        assert reply.message_type == MessageType.METHOD_RETURN, reply.body
+        assert reply.body[0] == [f"{ROOT}/luns/0_0_1_5", f"{ROOT}/luns/0_0_1_6"]
+        assert scan_writes(d) == [("class/scsi_host/host0/scan", "0 1 5"),
+                                  ("class/scsi_host/host0/scan", "0 1 6")]
+        reply = scan_all(d, luns=[5], channel=0, target=0)
+        assert reply.body[0] == [f"{ROOT}/luns/0_0_0_5"]
+        assert scan_writes(d)[2:] == [("class/scsi_host/host0/scan", "0 0 5")]
+        # No target port on channel 1: nothing to scan, nothing written, nothing found.
+        reply = scan_all(d, luns=[6], channel=1)
+        assert reply.message_type == MessageType.METHOD_RETURN, reply.body
+        assert reply.body[0] == [] and len(scan_writes(d)) == 3
+        assert f"{ROOT}/luns/0_0_0_6" not in busctl(d, "tree", "org.example.SanStorage").stdout
+    finally:
+        assert d.stop() == 0
 
 
 def test_sanctl_scan_prints_the_new_luns(daemon):
@@ -155,7 +217,7 @@ def test_a_slow_host_times_out_while_the_others_complete_then_is_busy(slow_daemo
     reply = scan_all(d, luns=[5], timeout=1)
     assert time.monotonic() - t0 < 3
     assert reply.error_name == "org.example.SanStorage.Error.TimedOut"
-    assert "host0" in reply.body[0] and f"{ROOT}/luns/1_0_0_5" in reply.body[0]
+    assert "host0" in reply.body[0] and "LUN paths appeared on the other hosts: 1:0:0:5" in reply.body[0]
     busctl(d, "get-property", "org.example.SanStorage", f"{ROOT}/luns/1_0_0_5",
            "org.example.SanStorage.Lun", "Size")          # the fast host's LUN is there
     # The kernel is still scanning host0: a new scan waits for it, then says Busy.
@@ -163,15 +225,16 @@ def test_a_slow_host_times_out_while_the_others_complete_then_is_busy(slow_daemo
                  [{"timeout": Variant("u", 1)}])
     assert reply.error_name == "org.example.SanStorage.Error.Busy"
     assert "still busy" in reply.body[0]
-    # Only one write reached host0: no second thread piled up behind the first.
-    assert len([w for w in d.writes() if "host0" in w["path"]]) <= 1
     # Once the kernel is done, host0's LUN appears (the scan went on) and scans work again.
-    time.sleep(3.5)
+    wait_until(lambda: busctl(d, "get-property", "org.example.SanStorage",
+                              f"{ROOT}/luns/0_0_0_5", "org.example.SanStorage.Lun", "Size",
+                              check=False).returncode == 0, timeout=15, what="LUN 0:0:0:5")
     reply = call(d, f"{ROOT}/hosts/host0", "org.example.SanStorage.ScsiHost", "Scan", "a{sv}",
                  [{"timeout": Variant("u", 10)}])
     assert reply.message_type == MessageType.METHOD_RETURN, reply.body
-    busctl(d, "get-property", "org.example.SanStorage", f"{ROOT}/luns/0_0_0_5",
-           "org.example.SanStorage.Lun", "Size")
+    # host0 got the first scan and the last, nothing in between: the Busy scan did not pile a
+    # second write up behind the first (writes are recorded once the kernel has done them).
+    assert [data for path, data in scan_writes(d) if "host0" in path] == ["0 0 5", "- - -"]
 
 
 def test_identical_concurrent_scans_share_one_scan(daemon):
@@ -184,30 +247,27 @@ def test_identical_concurrent_scans_share_one_scan(daemon):
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(CALL_TIMEOUT + 10)
     assert [r.body[0] for r in results] == [paths_for(ASKED)] * 3
-    # one set of writes (hosts 0..2 with known targets x 4 LUNs), not three
+    # One set of writes, not three: each host with a target (host0's local disk, the FC ports
+    # host1 and host2, and the vHBA host4) once per LUN.
     writes = scan_writes(daemon)
-    assert len(writes) == len(set(writes))
+    assert sorted(writes) == sorted((f"class/scsi_host/host{h}/scan", f"0 0 {n}")
+                                    for h in (0, 1, 2, 4) for n in ASKED)
 
 
 def test_a_scan_is_a_job_with_progress_and_a_completed_signal(daemon):
     async def go():
-        bus = await MessageBus(bus_address=daemon.bus.address).connect()
-        await bus.call(Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-                               interface="org.freedesktop.DBus", member="AddMatch",
-                               signature="s", body=["type='signal',sender='org.example."
-                                                    "SanStorage'"]))
-        seen = []
-        bus.add_message_handler(lambda m: seen.append(m) if m.message_type ==
-                                MessageType.SIGNAL else None)
-        reply = await bus.call(Message(
-            destination="org.example.SanStorage", path=MGR,
-            interface="org.example.SanStorage.Manager", member="ScanAll", signature="a{sv}",
-            body=[{"luns": Variant("at", [27])}]))
-        await asyncio.sleep(0.2)
-        bus.disconnect()
-        return reply, seen
+        sigs = await Signals.connect(daemon.bus.address,
+                                     ["type='signal',sender='org.example.SanStorage'"])
+        try:
+            reply = await _call(daemon.bus.address, MGR, "org.example.SanStorage.Manager",
+                                "ScanAll", "a{sv}", [{"luns": Variant("at", [27])}])
+            await sigs.wait_for(lambda seen: [m for m in seen if m.member == "Completed"],
+                                what="the job's Completed signal")
+            return reply, list(sigs.seen)
+        finally:
+            sigs.close()
     reply, seen = asyncio.run(go())
     assert reply.message_type == MessageType.METHOD_RETURN
     added = [m for m in seen if m.member == "InterfacesAdded" and "/jobs/" in m.body[0]]
@@ -239,10 +299,11 @@ def test_cancel_stops_what_has_not_started_and_the_call_says_cancelled(system_bu
             result["reply"] = scan_all(d, luns=[1, 2, 3, 4, 5, 6], hosts=[f"{ROOT}/hosts/host0"])
         t = threading.Thread(target=scan)
         t.start()
-        time.sleep(1.5)
-        jobs = [line.split("─")[-1] for line in busctl(d, "tree", "org.example.SanStorage")
-                .stdout.split("\n") if "/jobs/" in line]
-        assert jobs
+        jobs = wait_until(lambda: [line.split("─")[-1] for line in busctl(
+            d, "tree", "org.example.SanStorage").stdout.split("\n") if "/jobs/" in line],
+            what="the scan's job")
+        # the first LUN's write is under way (1 s each on host0)
+        wait_until(lambda: len(d.writes()) >= 1, what="the first write")
         # another user may not cancel root's job; root may
         r = run("busctl", f"--address={d.bus.address}", "call", "org.example.SanStorage",
                 jobs[0], "org.example.SanStorage.Job", "Cancel", "a{sv}", "1",
@@ -251,10 +312,12 @@ def test_cancel_stops_what_has_not_started_and_the_call_says_cancelled(system_bu
         busctl(d, "call", "org.example.SanStorage", jobs[0], "org.example.SanStorage.Job",
                "Cancel", "a{sv}", "0")
         t.join(10)
+        assert not t.is_alive(), "the cancelled scan did not answer"
         reply = result["reply"]
         assert reply.error_name == "org.example.SanStorage.Error.Cancelled"
-        time.sleep(1.2)
-        assert len([w for w in d.writes() if "host0" in w["path"]]) < 6
+        at_cancel = len(d.writes())
+        time.sleep(2.5)         # two more writes' time: only the one under way may finish
+        assert len(d.writes()) <= at_cancel + 1 < 6
         assert prop(d, jobs[0], "org.example.SanStorage.Job", "Success") is False
     finally:
         assert d.stop() == 0
@@ -296,7 +359,7 @@ def test_a_burst_of_2000_new_luns_reaches_a_client_and_the_daemon_stays_up(syste
                "initiators": ["1000000000000001"]})
 
         async def go():
-            bus = await MessageBus(bus_address=d.bus.address).connect()
+            bus = await connect(d.bus.address)
             await bus.call(Message(destination="org.freedesktop.DBus",
                                    path="/org/freedesktop/DBus", interface="org.freedesktop.DBus",
                                    member="AddMatch", signature="s",

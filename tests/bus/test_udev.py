@@ -19,8 +19,9 @@ def test_udev_events_keep_the_objects_in_step(system_bus):
     assert out["ready"] == "ready", out
     assert out["initial"] == [f"{ROOT}/hosts/host1", f"{ROOT}/luns/1_0_0_0"]
     assert out["fc_wwpn"] == "10000090fa1b2c01"
-    assert out["rports"] == [["rport-1:0-0", "500a098101a1b2c3", "500a098000a1b2c3", "",
-                              ["FCP Target"], "Online", 0]]
+    assert out["rports"] == [{"Name": "rport-1:0-0", "WWPN": "500a098101a1b2c3",
+                              "WWNN": "500a098000a1b2c3", "PortId": "", "Roles": ["FCP Target"],
+                              "PortState": "Online", "ScsiTargetId": 0}]
     assert out["lun0"] == {"Vendor": "NETAPP", "Model": "LUN C-Mode",
                            "WWID": "naa.600a0980000000000000000000000000",
                            "Size": 2097152 * 512, "BlockDevice": "/dev/sdb",

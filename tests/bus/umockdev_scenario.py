@@ -19,7 +19,7 @@ gi.require_version("UMockdev", "1.0")
 from gi.repository import UMockdev  # noqa: E402
 
 from dbus_fast import Message, MessageType  # noqa: E402
-from dbus_fast.aio import MessageBus  # noqa: E402
+from sanbusd.client import connect, plain  # noqa: E402
 
 ADDRESS = sys.argv[1]
 ROOT = "/org/example/SanStorage"
@@ -82,12 +82,12 @@ async def wait_for(bus, pred, timeout=10.0):
 
 
 async def main():
-    bus = await MessageBus(bus_address=ADDRESS).connect()
+    bus = await connect(ADDRESS)
     objs = await objects(bus)
     out["initial"] = sorted(p for p in objs if "/luns/" in p or "/hosts/" in p)
     host = objs[f"{ROOT}/hosts/host1"]
     out["fc_wwpn"] = host["org.example.SanStorage.FcHost"]["WWPN"].value
-    out["rports"] = host["org.example.SanStorage.FcHost"]["RemotePorts"].value
+    out["rports"] = plain(host["org.example.SanStorage.FcHost"]["RemotePorts"])
     lun0 = objs[f"{ROOT}/luns/1_0_0_0"]["org.example.SanStorage.Lun"]
     out["lun0"] = {k: lun0[k].value for k in ("Vendor", "Model", "WWID", "Size", "BlockDevice",
                                               "TargetPortName")}

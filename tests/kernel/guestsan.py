@@ -25,11 +25,12 @@ from typing import Any
 
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
+from sanbusd.client import connect
 
 import guestlib as g
 from sanview import ROOT
 
-from sanbusd.cli.sanctl import plain  # dbus-fast values as plain JSON-able data
+from sanbusd.client import plain  # dbus-fast values as plain JSON-able data
 
 BUS_NAME = "org.example.SanStorage"
 OM_IFACE = "org.freedesktop.DBus.ObjectManager"
@@ -146,7 +147,7 @@ class SanClient:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     async def _connect(self) -> MessageBus:
-        bus = await MessageBus(bus_address=self.address).connect()
+        bus = await connect(self.address)
         bus.add_message_handler(self._on_message)
         for rule in (f"type='signal',sender='{BUS_NAME}',path='{ROOT}',interface='{OM_IFACE}'",
                      f"type='signal',sender='{BUS_NAME}',path_namespace='{ROOT}',"

@@ -38,10 +38,21 @@ def wwn(sysfs_value: str | None) -> str:
     return sysfs_value.lower().removeprefix("0x").zfill(16)
 
 
+def _unvariant(value):
+    """busctl prints a variant as {"type": …, "data": …}, also inside a{sv} values."""
+    if isinstance(value, dict):
+        if value.keys() == {"type", "data"}:
+            return _unvariant(value["data"])
+        return {k: _unvariant(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unvariant(v) for v in value]
+    return value
+
+
 def plain_busctl(document: dict) -> Tree:
     """``busctl --json=short call … GetManagedObjects`` output -> an object tree."""
     (objects,) = document["data"]
-    return {path: {iface: {name: prop["data"] for name, prop in props.items()}
+    return {path: {iface: {name: _unvariant(prop["data"]) for name, prop in props.items()}
                    for iface, props in ifaces.items()}
             for path, ifaces in objects.items()}
 
@@ -80,9 +91,12 @@ def expected_from_sysfs(sysfs: dict) -> Tree:
                 "NpivCapable": capable,
                 "MaxVports": int(fc["max_npiv_vports"]) if capable else 0,
                 "VportsInUse": int(fc["npiv_vports_inuse"]) if capable else 0,
-                "RemotePorts": [[rname, wwn(r["port_name"]), wwn(r["node_name"]), r["port_id"] or "",
-                                 [role.strip() for role in (r["roles"] or "").split(",") if role.strip()],
-                                 r["port_state"] or "", int(r["scsi_target_id"])]
+                "RemotePorts": [{"Name": rname, "WWPN": wwn(r["port_name"]),
+                                 "WWNN": wwn(r["node_name"]), "PortId": r["port_id"] or "",
+                                 "Roles": [role.strip() for role in (r["roles"] or "").split(",")
+                                           if role.strip()],
+                                 "PortState": r["port_state"] or "",
+                                 "ScsiTargetId": int(r["scsi_target_id"])}
                                 for rname, r in rports],
                 "Vhba": NO_OBJECT,
             }
@@ -211,7 +225,8 @@ def normalize(tree: Tree, hosts: list[int]) -> Tree:
             obj = {HOST_I: host}
             if FC_I in ifaces:
                 fc = dict(ifaces[FC_I])
-                fc["RemotePorts"] = [[re.sub(r"^rport-\d+:", f"rport-{rank[n]}:", r[0]), *r[1:]]
+                fc["RemotePorts"] = [{**r, "Name": re.sub(r"^rport-\d+:", f"rport-{rank[n]}:",
+                                                          r["Name"])}
                                      for r in fc["RemotePorts"]]
                 obj[FC_I] = fc
             out[host_ref(path)] = obj

@@ -53,7 +53,9 @@ def test_remote_port_with_its_roles(run: ScenarioRun) -> None:
     snap = run.snapshot("initial")
     (host,) = run.hosts("initial")
     fc = snap["objects"][sanview.host_path(f"host{host}")][sanview.FC_I]
-    ((name, wwpn, wwnn, port_id, roles, state, target_id),) = fc["RemotePorts"]
+    ((name, wwpn, wwnn, port_id, roles, state, target_id),) = [
+        [r[k] for k in ("Name", "WWPN", "WWNN", "PortId", "Roles", "PortState", "ScsiTargetId")]
+        for r in fc["RemotePorts"]]
     rport = snap["sysfs"]["rports"][name]
     assert name.startswith(f"rport-{host}:0-")
     assert (wwpn, wwnn) == (S.target_wwpn, S.target_wwnn) == (
@@ -68,7 +70,7 @@ def test_lun_behind_the_remote_port(run: ScenarioRun) -> None:
     snap = run.snapshot("initial")
     (host,) = run.hosts("initial")
     fc = snap["objects"][sanview.host_path(f"host{host}")][sanview.FC_I]
-    target_id = fc["RemotePorts"][0][6]
+    target_id = fc["RemotePorts"][0]["ScsiTargetId"]
     hctl = f"{host}:0:{target_id}:0"
     assert snap["objects"][sanview.host_path(f"host{host}")][sanview.HOST_I]["Luns"] == [sanview.lun_path(hctl)]
     lun = snap["objects"][sanview.lun_path(hctl)][sanview.LUN_I]
@@ -88,7 +90,9 @@ def test_lio_target_port_is_a_host_too(run: ScenarioRun) -> None:
     obj = snap["objects"][sanview.host_path(f"host{target_host}")]
     assert obj[sanview.HOST_I]["Luns"] == []
     assert obj[sanview.FC_I]["WWPN"] == S.target_wwpn
-    ((_, wwpn, _, _, roles, state, target_id),) = obj[sanview.FC_I]["RemotePorts"]
+    ((wwpn, roles, state, target_id),) = [
+        [r[k] for k in ("WWPN", "Roles", "PortState", "ScsiTargetId")]
+        for r in obj[sanview.FC_I]["RemotePorts"]]
     assert (wwpn, roles, state, target_id) == (S.initiator_wwpn, ["FCP Initiator"], "Online", -1)
 
 

@@ -129,7 +129,7 @@ def test_normalize_keeps_what_differs_in_substance() -> None:
 
 @pytest.mark.parametrize("name", sorted(scenarios.ALL))
 def test_every_scenario_fabric_is_a_valid_fabric_file(name: str, tmp_path: Path) -> None:
-    from sanbusd.kernel.fabric import load_fabric
+    from sanbusd.sim.fabric import load_fabric
 
     scenario = scenarios.ALL[name]
     for checkpoint in scenario.checkpoints:
@@ -162,8 +162,8 @@ def test_sysfs_differences_names_what_differs() -> None:
 
 def test_simulated_san_lays_out_the_fcoe_scenarios_kernel_facts(tmp_path: Path) -> None:
     """The fabric keys the kernel lane needed (port_id, roles, switch wwn, wwid = "") reach sysfs."""
-    from sanbusd.kernel.fabric import parse_fabric
-    from sanbusd.kernel.sim import SimulatedSan
+    from sanbusd.sim.fabric import parse_fabric
+    from sanbusd.sim.san import SimulatedSan
 
     fcoe = scenarios.ALL["fcoe"]
     sim = SimulatedSan(parse_fabric(fcoe.fabric("initial")), tmp_path / "sys")
@@ -212,7 +212,7 @@ def test_normalize_refs_renames_hosts_and_disks_everywhere() -> None:
 
 def test_fc_discover_fabric_has_the_volumes_and_masks_them_per_checkpoint(tmp_path: Path) -> None:
     """The story's simulated array has every volume from the start; provisioning only masks."""
-    from sanbusd.kernel.fabric import parse_fabric
+    from sanbusd.sim.fabric import parse_fabric
 
     s = scenarios.ALL["fc_discover"]
     for checkpoint, visible in (("initial", {0}), ("targeted", {0, 27, 28, 29, 53}),

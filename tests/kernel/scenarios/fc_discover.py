@@ -95,7 +95,8 @@ class FcDiscover(Fcoe):
         (host_path,) = [p for p, o in objects.items()
                         if o.get(sanview.FC_I, {}).get("WWPN") == self.initiator_wwpn]
         host = objects[host_path][HOST_I]["Number"]
-        (target_id,) = [r[6] for r in objects[host_path][sanview.FC_I]["RemotePorts"] if r[1] == self.target_wwpn]
+        (target_id,) = [r["ScsiTargetId"] for r in objects[host_path][sanview.FC_I]["RemotePorts"]
+                        if r["WWPN"] == self.target_wwpn]
 
         def hctl(n: int) -> str:
             return f"{host}:0:{target_id}:{n}"

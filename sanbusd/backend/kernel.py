@@ -1,0 +1,70 @@
+"""The real kernel: typed operations become sysfs writes; events come from udev (pyudev)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from ..model.ids import HCTL
+from .sysfs import SysfsReader
+from .writes import format_scan, format_vport
+
+log = logging.getLogger(__name__)
+
+
+class KernelBackend:
+    name = "kernel"
+
+    def __init__(self, root: str = "/sys", udev: bool | None = None) -> None:
+        self.reader = SysfsReader(root)
+        # udev only describes the live /sys; another root (a copy, a test tree) is read as is.
+        self.use_udev = (os.path.realpath(root) == "/sys") if udev is None else udev
+        self._monitor = None
+
+    def _write(self, rel: str, data: str) -> None:
+        fd = os.open(os.path.join(self.reader.root, rel), os.O_WRONLY)
+        try:
+            os.write(fd, data.encode())
+        finally:
+            os.close(fd)
+
+    def scan_host(self, host: int, channel: int | None, target: int | None,
+                  lun: int | None) -> None:
+        self._write(f"class/scsi_host/host{host}/scan", format_scan(channel, target, lun))
+
+    def delete_lun(self, hctl: HCTL) -> None:
+        self._write(f"class/scsi_device/{hctl}/device/delete", "1")
+
+    def rescan_lun(self, hctl: HCTL) -> None:
+        self._write(f"class/scsi_device/{hctl}/device/rescan", "1")
+
+    def vport_create(self, host: int, wwpn: str, wwnn: str) -> None:
+        self._write(f"class/fc_host/host{host}/vport_create", format_vport(wwpn, wwnn))
+
+    def vport_delete(self, host: int, wwpn: str, wwnn: str) -> None:
+        self._write(f"class/fc_host/host{host}/vport_delete", format_vport(wwpn, wwnn))
+
+    def start(self, loop, on_events, on_overflow) -> None:
+        if not self.use_udev:
+            log.info("sysfs root %s is not the live /sys: no udev events, the tree is read "
+                     "once and on reconcile", self.reader.root)
+            return
+        from .udev import UdevMonitor       # pyudev only where udev is used
+        self._monitor = UdevMonitor(loop, on_events, on_overflow)
+        self._monitor.start()
+
+    def stop(self) -> None:
+        if self._monitor is not None:
+            self._monitor.stop()
+
+    def block_ready(self, block: str) -> bool:
+        # udevd writes its database entry (/run/udev/data/bMAJ:MIN) after running the rules
+        # and before it announces the event: then the /dev/disk/by-* links exist too.
+        if not self.use_udev:
+            return True
+        try:
+            with open(os.path.join(self.reader.root, "class", "block", block, "dev")) as f:
+                dev = f.read().strip()
+        except OSError:
+            return False
+        return os.path.exists(f"/run/udev/data/b{dev}")

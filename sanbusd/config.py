@@ -1,0 +1,88 @@
+"""Settings: one validated object, built from the command line and the environment.
+
+Every tunable lives here with its bounds, so operations get numbers that are already checked and a
+wrong value stops the daemon at start with a message that names the setting and what is allowed.
+(A configuration file under /etc feeds the same object once the service shell has one.)
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class Settings:
+    bus: str = "system"                 # system | session | a D-Bus address
+    simulate: str | None = None         # fabric file: run on the simulated SAN
+    sim_dir: str = ""                   # where the simulated SAN lives ("" = default_sim_dir())
+    sim_fresh: bool = False             # lay the simulated SAN out afresh even if one exists
+    sysfs_root: str = "/sys"
+    verbose: bool = False
+    # scans
+    scan_parallel_hosts: int = 16       # hosts scanned at once (sysfs writes mostly wait)
+    scan_timeout: int = 60              # default per-call wait for a scan (s)
+    scan_max_timeout: int = 3600        # largest `timeout` option a caller may give (s)
+    settle_timeout: float = 20.0        # wait for new objects and udev after a kernel write (s)
+    # jobs and authorization
+    job_retention: float = 60.0         # a finished job stays readable this long (s)
+    polkit_timeout: float = 120.0       # a polkit check that takes longer answers TimedOut (s)
+
+    def __post_init__(self) -> None:
+        for name, low, high in (("scan_parallel_hosts", 1, 256), ("scan_timeout", 1, 3600),
+                                ("scan_max_timeout", 1, 86400), ("settle_timeout", 0.1, 3600),
+                                ("job_retention", 0, 86400), ("polkit_timeout", 0.1, 3600)):
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ValueError(f"{name} = {value} is out of range ({low}-{high})")
+        if self.scan_timeout > self.scan_max_timeout:
+            raise ValueError(f"scan_timeout ({self.scan_timeout}) exceeds scan_max_timeout "
+                             f"({self.scan_max_timeout})")
+
+    @property
+    def sim_directory(self) -> str:
+        return self.sim_dir or default_sim_dir()
+
+
+# Environment variables that set a setting (for tests and the private-bus demo).
+ENVIRONMENT = {"SANBUSD_POLKIT_TIMEOUT": "polkit_timeout", "SANBUSD_SIM_DIR": "sim_dir",
+               "SANBUSD_JOB_RETENTION": "job_retention"}
+
+
+def default_sim_dir() -> str:
+    env = os.environ.get("SANBUSD_SIM_DIR")
+    if env:
+        return env
+    if os.access("/run", os.W_OK):
+        return "/run/sanbusd-sim"
+    return os.path.join(os.environ.get("XDG_RUNTIME_DIR", tempfile.gettempdir()), "sanbusd-sim")
+
+
+def from_sources(cli: dict[str, object], environ: dict[str, str] | None = None) -> Settings:
+    """Command-line values (None: not given) over environment variables over defaults.
+    Raises ValueError naming the setting."""
+    environ = os.environ if environ is None else environ
+    types = {f.name: f.type for f in fields(Settings)}
+    values: dict[str, object] = {}
+    for var, name in ENVIRONMENT.items():
+        if var in environ:
+            values[name] = _convert(name, environ[var], types[name], f"${var}")
+    for name, value in cli.items():
+        if value is not None:
+            values[name] = value
+    unknown = set(values) - set(types)
+    if unknown:
+        raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def _convert(name: str, text: str, typ: object, where: str) -> object:
+    try:
+        if typ in ("float", float):
+            return float(text)
+        if typ in ("int", int):
+            return int(text)
+    except ValueError:
+        raise ValueError(f"{where} ({name}) must be a number, not {text!r}") from None
+    return text

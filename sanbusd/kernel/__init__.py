@@ -1,1 +1,0 @@
-"""Everything that touches the kernel (or the simulated SAN standing in for it): see port.py."""

@@ -1,0 +1,131 @@
+"""The one list of record kinds: how each is listed and read from the backend, which other
+records a change makes stale, where its object lives and how it is rendered.
+
+Adding a kind (say, iSCSI sessions) means a record and an Inventory field (model/records.py), a
+reader method (backend/sysfs.py), a render function (publish/render.py), and one entry here; the
+dirty sets, the diff, the re-read and the publishing all follow from this table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from .backend.sysfs import SysfsReader
+from .model.records import KINDS, Inventory
+from .publish import paths, render
+from .publish.render import Objects, RenderContext
+
+Keys = dict[str, set]
+
+
+def _nothing(*_args) -> Keys:
+    return {}
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str                                                   # Inventory field
+    keys: Callable[[SysfsReader], Iterable]                     # every key in the tree
+    read: Callable[[SysfsReader, Any, Inventory], Any]          # one record, or None if gone
+    # After re-reading `key` (record None: gone): what else must be re-read, of later kinds in
+    # this table, given the old inventory. A host that went takes its ports and LUNs with it.
+    also_read: Callable[[SysfsReader, Inventory, Any, Any], Keys]
+    path: Callable[[Any], str | None]                           # object path of a record
+    render: Callable[[RenderContext, Any], Objects]
+    # Objects that show something of this record, so render again when it changes.
+    shown_by: Callable[[Inventory, Any], Keys]
+
+
+def _host_also(reader: SysfsReader, inv: Inventory, n: int, h) -> Keys:
+    if h is None:
+        return {"rports": {k for k, r in inv.rports.items() if r.host == n},
+                "luns": {k for k in inv.luns if k.host == n},
+                "vports": {k for k, v in inv.vports.items() if v.parent == n or v.host == n}}
+    # A host that appears (a vport's, say) brings its own remote ports and LUNs.
+    return {"rports": {r for r in reader.rport_names() if r.startswith(f"rport-{n}:")},
+            "luns": {k for k in reader.lun_ids() if k.host == n}}
+
+
+def _lun_also(reader: SysfsReader, inv: Inventory, hctl, lun) -> Keys:
+    old = inv.luns.get(hctl)
+    return {"maps": {x.holder for x in (old, lun) if x is not None and x.holder}}
+
+
+def _lun_read(reader: SysfsReader, hctl, new: Inventory):
+    return reader.read_lun(hctl, new.rports)
+
+
+def _lun_shown_by(inv: Inventory, lun) -> Keys:
+    out: Keys = {"hosts": {lun.hctl.host}}
+    if lun.holder:
+        out["maps"] = {lun.holder}
+    return out
+
+
+def _vport_shown_by(inv: Inventory, v) -> Keys:
+    return {"hosts": {v.parent} | ({v.host} if v.host is not None else set())}
+
+
+def _map_shown_by(inv: Inventory, m) -> Keys:
+    return {"luns": {lun.hctl for lun in inv.luns.values() if lun.block in m.slaves}}
+
+
+def _host_shown_by(inv: Inventory, h) -> Keys:
+    return {"vports": {h.vport}} if h.vport else {}
+
+
+KIND_TABLE: tuple[Kind, ...] = (
+    Kind("hosts", SysfsReader.host_numbers, lambda r, n, _inv: r.read_host(n), _host_also,
+         lambda h: paths.host(h.number), render.render_host, _host_shown_by),
+    Kind("rports", SysfsReader.rport_names, lambda r, name, _inv: r.read_rport(name), _nothing,
+         lambda _r: None, lambda _ctx, _r: {},      # shown on their host's FcHost.RemotePorts
+         lambda _inv, r: {"hosts": {r.host}}),
+    Kind("luns", SysfsReader.lun_ids, _lun_read, _lun_also,
+         lambda lun: paths.lun(lun.hctl), render.render_lun, _lun_shown_by),
+    Kind("vports", SysfsReader.vport_names, lambda r, name, _inv: r.read_vport(name), _nothing,
+         lambda v: paths.vhba(v.wwpn) if v.wwpn else None, render.render_vhba, _vport_shown_by),
+    Kind("maps", SysfsReader.map_names, lambda r, dm, _inv: r.read_map(dm), _nothing,
+         lambda m: paths.multipath(m.wwid) if m.wwid else None, render.render_map,
+         _map_shown_by),
+)
+KIND_BY_NAME = {k.name: k for k in KIND_TABLE}
+assert tuple(KIND_BY_NAME) == KINDS, "every Inventory field needs an entry here, in order"
+
+
+def read_all(reader: SysfsReader) -> Inventory:
+    inv = Inventory()
+    for kind in KIND_TABLE:
+        records = getattr(inv, kind.name)
+        for key in kind.keys(reader):
+            if (rec := kind.read(reader, key, inv)) is not None:
+                records[key] = rec
+    return inv
+
+
+def refresh(reader: SysfsReader, inv: Inventory, dirty) -> tuple[Inventory, Keys]:
+    """A new Inventory with the dirty keys re-read (and what they drag along); returns it and
+    the keys looked at, for the diff."""
+    if dirty.everything:
+        new = read_all(reader)
+        return new, {k: getattr(inv, k).keys() | getattr(new, k).keys() for k in KINDS}
+    new = inv.copy()
+    look: Keys = {k: set(v) for k, v in dirty.keys.items()}
+    for block in dirty.blocks:
+        h = reader.lun_of_block(block)
+        if h is not None:
+            look["luns"].add(h)
+        else:  # a block device that went away: the LUN that had it, and maps holding it
+            look["luns"].update(k for k, v in inv.luns.items() if v.block == block)
+            look["maps"].update(k for k, v in inv.maps.items() if block in v.slaves)
+    for kind in KIND_TABLE:
+        records = getattr(new, kind.name)
+        for key in look[kind.name]:
+            rec = kind.read(reader, key, new)
+            if rec is None:
+                records.pop(key, None)
+            else:
+                records[key] = rec
+            for other, keys in kind.also_read(reader, inv, key, rec).items():
+                look[other] |= keys
+    return new, look

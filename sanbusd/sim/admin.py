@@ -1,0 +1,134 @@
+"""The SAN admin's side, driven by `sanbusd-sim` through the control socket, never by the daemon:
+target ports leaving and rejoining the fabric, LUNs masked to or from initiators, LUNs grown.
+
+What hosts notice is what a real host notices: an rport that blocks and goes after dev_loss_tmo,
+a fabric login, a unit attention on the LUNs they have. They never see new LUNs without a scan.
+"""
+
+from __future__ import annotations
+
+from ..backend.uevent import LUNS_CHANGED_UA, UEvent
+from .core import SanAdminError, SanCore
+from .fabric import LunSpec, PortSpec, generated_wwid
+from .files import uevent
+
+
+class AdminMixin(SanCore):
+    def _array_port(self, wwpn: str) -> tuple[int, PortSpec]:
+        for ai, arr in enumerate(self.fabric.arrays):
+            for p in arr.ports:
+                if p.wwpn == wwpn:
+                    return ai, p
+        ports = ", ".join(p.wwpn for a in self.fabric.arrays for p in a.ports) or "none"
+        raise SanAdminError(f"no array port with WWPN {wwpn} (array ports: {ports})")
+
+    def _array_index(self, name: str) -> int:
+        for ai, arr in enumerate(self.fabric.arrays):
+            if arr.name == name:
+                return ai
+        names = ", ".join(a.name for a in self.fabric.arrays) or "none"
+        raise SanAdminError(f"no array named {name!r} (arrays: {names})")
+
+    def array_lun(self, array: str, lun: int) -> tuple[int, LunSpec]:
+        """The array's index and its LUN `lun`; SanAdminError naming what exists if none."""
+        ai = self._array_index(array)
+        spec = self.fabric.arrays[ai].luns.get(lun)
+        if spec is None:
+            raise SanAdminError(f"array {array} has no LUN {lun}")
+        return ai, spec
+
+    def port_down(self, wwpn: str) -> None:
+        """A target port leaves the fabric: its rports block, then go after dev_loss_tmo."""
+        with self._changing():
+            self._array_port(wwpn)
+            names = [r.name for r in self.rports.values() if r.port.wwpn == wwpn]
+            events = []
+            for name in names:
+                self.rports[name].state = "Blocked"
+                rel = f"class/fc_remote_ports/{name}"
+                self.fs.set(rel, "port_state", "Blocked")
+                events.append(uevent("change", "fc_remote_ports", self.fs.devpath(rel)))
+        self._send(events)
+        self._later(self.fabric.dev_loss_tmo, self._dev_loss, names)
+
+    def _dev_loss(self, names: list[str]) -> None:
+        with self._changing():
+            events: list[UEvent] = []
+            for name in names:
+                rp = self.rports.get(name)
+                if rp is not None and rp.state == "Blocked":
+                    events += self._remove_rport(name)
+        self._send(events)
+
+    def port_up(self, wwpn: str) -> None:
+        """A target port (re)joins the fabric: every zoned initiator logs in and scans it."""
+        with self._changing():
+            ai, port = self._array_port(wwpn)
+            events: list[UEvent] = []
+            for h in list(self.hosts.values()):
+                if h.spec.type != "fc" or h.fabric != port.fabric:
+                    continue
+                blocked = [r for r in self.rports.values()
+                           if r.host == h.number and r.port.wwpn == wwpn]
+                if blocked:
+                    for r in blocked:
+                        r.state = "Online"
+                        rel = f"class/fc_remote_ports/{r.name}"
+                        self.fs.set(rel, "port_state", "Online")
+                        events.append(uevent("change", "fc_remote_ports", self.fs.devpath(rel)))
+                elif self._host_port_state(h) == "Online":
+                    events += self._add_rport(h, ai, self.fabric.arrays[ai], port)
+        self._send(events)
+
+    def provision(self, array: str, lun: int, size: int, initiators: set[str],
+                  wwid: str = "") -> None:
+        """The array admin maps LUN `lun` to initiator WWPNs. Hosts learn of it only through a
+        unit attention on LUNs they already have (REPORTED LUNS DATA HAS CHANGED), then a scan."""
+        with self._changing():
+            ai = self._array_index(array)
+            arr = self.fabric.arrays[ai]
+            spec = arr.luns.get(lun)
+            if spec is None:
+                spec = arr.luns[lun] = LunSpec(lun=lun, size=size,
+                                               wwid=wwid or generated_wwid(ai, lun),
+                                               masked_to=set())
+            spec.masked_to |= initiators
+            events = self._unit_attention(ai, initiators)
+        self._send(events)
+
+    def unprovision(self, array: str, lun: int, initiators: set[str] | None = None) -> None:
+        """Unmap on the array. As on a real SAN the hosts' LUN paths stay (stale) until deleted."""
+        with self._changing():
+            ai, spec = self.array_lun(array, lun)
+            affected = set(spec.masked_to) if initiators is None else initiators
+            spec.masked_to -= affected
+            events = self._unit_attention(ai, affected)
+        self._send(events)
+
+    def resize(self, array: str, lun: int, size: int) -> None:
+        """The array admin grows a LUN. Hosts see the new size after a rescan of the device."""
+        with self._changing():
+            ai, spec = self.array_lun(array, lun)
+            spec.size = size
+            events = [uevent("change", "scsi", ddir, "scsi_device",
+                             SDEV_UA="CAPACITY_DATA_HAS_CHANGED")
+                      for hctl, ddir in sorted(self.luns.items())
+                      if hctl.lun == lun and (rp := self._rport_of(hctl)) is not None
+                      and rp.array == ai]
+        self._send(events)
+
+    def _unit_attention(self, ai: int, initiators: set[str]) -> list[UEvent]:
+        events = []
+        for hctl, ddir in sorted(self.luns.items()):
+            rp = self._rport_of(hctl)
+            if rp is None or rp.array != ai or self.hosts[hctl.host].wwpn not in initiators:
+                continue
+            events.append(uevent("change", "scsi", ddir, "scsi_device", SDEV_UA=LUNS_CHANGED_UA))
+        return events
+
+    def _resume_admin(self) -> None:
+        """After reopening a saved SAN: ports that were down when it stopped still lose their
+        rports after dev_loss_tmo."""
+        blocked = [r.name for r in self.rports.values() if r.state == "Blocked"]
+        if blocked:
+            self._later(self.fabric.dev_loss_tmo, self._dev_loss, blocked)

@@ -1,0 +1,227 @@
+"""The simulated SAN's description: a fabric file (TOML) parsed into dataclasses.
+
+A fabric has SCSI hosts (FC HBAs with WWNN/WWPN, port state and NPIV limits; iSCSI, SAS and other
+hosts with local disks) and storage arrays whose target ports sit on FC fabrics and whose LUNs are
+masked per initiator WWPN, as on a real array. See data/fabrics/demo.toml for a commented example.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..model.ids import normalize_wwn, parse_size
+
+
+class FabricError(ValueError):
+    """The fabric file is wrong; the message names the entry."""
+
+
+@dataclass(slots=True)
+class DiskSpec:
+    target: int
+    lun: int
+    vendor: str = "ATA"
+    model: str = "VIRTUAL-DISK"
+    rev: str = "1.0"
+    size: int = 64 << 30
+    wwid: str = ""
+    type: int = 0
+
+
+@dataclass(slots=True)
+class HostSpec:
+    type: str                       # fc | iscsi | sas | other
+    driver: str
+    wwnn: str = ""
+    wwpn: str = ""
+    fabric: str = ""
+    port_state: str = "Online"
+    port_type: str = "NPort (fabric via point-to-point)"
+    speed: str = "16 Gbit"
+    max_npiv_vports: int = 0        # 0: the driver has no vport_create
+    vports: list[tuple[str, str]] = field(default_factory=list)   # (wwpn, wwnn) existing at start
+    port_id: str = ""               # the port's FC address ("0x%06x"); "" = the simulation picks one
+    max_lun: int = 65535
+    max_id: int = 256
+    scan_delay: float | None = None
+    disks: list[DiskSpec] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class LunSpec:
+    lun: int
+    size: int
+    wwid: str
+    masked_to: set[str]             # initiator WWPNs
+
+
+@dataclass(slots=True)
+class PortSpec:
+    wwpn: str
+    fabric: str
+    port_id: str = ""               # "" = the simulation picks one
+    # What the initiator's rport shows. A LIO tcm_fc port is "FCP Target, FCP Initiator".
+    roles: tuple[str, ...] = ("FCP Target",)
+
+
+@dataclass(slots=True)
+class ArraySpec:
+    name: str
+    vendor: str
+    model: str
+    rev: str
+    wwnn: str
+    ports: list[PortSpec]
+    luns: dict[int, LunSpec]
+
+
+@dataclass(slots=True)
+class Fabric:
+    hosts: list[HostSpec]
+    arrays: list[ArraySpec]
+    scan_delay: float = 0.05        # seconds a `scan` write blocks its host
+    dev_loss_tmo: float = 1.0
+    fabric_npiv: dict[str, bool] = field(default_factory=dict)   # fabric -> switch allows NPIV
+    # fabric -> the switch's WWN as fc_host/fabric_name shows it; 0 for no switch (FCoE VN2VN)
+    fabric_wwn: dict[str, int] = field(default_factory=dict)
+
+
+def generated_wwid(array_index: int, lun: int) -> str:
+    """A stable NAA-6 identifier (32 hex digits) for LUN `lun` of the array."""
+    return f"naa.6{0x001405:06x}{array_index:08x}{lun:017x}"
+
+
+def _get(d: dict, key: str, typ: type, where: str, default: Any = None) -> Any:
+    if key not in d:
+        if default is None:
+            raise FabricError(f"{where}: missing '{key}'")
+        return default
+    v = d[key]
+    if typ is float and isinstance(v, int):
+        v = float(v)
+    if not isinstance(v, typ):
+        raise FabricError(f"{where}: '{key}' must be {typ.__name__}")
+    return v
+
+
+def _wwn(d: dict, key: str, where: str) -> str:
+    try:
+        return normalize_wwn(_get(d, key, str, where))
+    except ValueError as e:
+        raise FabricError(f"{where}: {e}") from None
+
+
+def _port_id(d: dict, where: str) -> str:
+    """An FC address (24 bits) as the kernel prints it, "0x%06x"; "" when not given."""
+    text = _get(d, "port_id", str, where, "")
+    if not text:
+        return ""
+    try:
+        value = int(text, 16)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 0xFFFFFF:
+        raise FabricError(f"{where}: port_id must be a 24-bit hex FC address such as 0x010200")
+    return f"0x{value:06x}"
+
+
+def _roles(d: dict, where: str) -> tuple[str, ...]:
+    """An rport's roles as fc_remote_ports/roles lists them, e.g. ["FCP Target", "FCP Initiator"]."""
+    roles = _get(d, "roles", list, where, ["FCP Target"])
+    if not roles or not all(isinstance(r, str) and r for r in roles):
+        raise FabricError(f"{where}: roles must be a list of names such as \"FCP Target\"")
+    return tuple(roles)
+
+
+def parse_fabric(data: dict) -> Fabric:
+    defaults = data.get("defaults", {})
+    fabric = Fabric(
+        hosts=[], arrays=[],
+        scan_delay=_get(defaults, "scan_delay", float, "defaults", 0.05),
+        dev_loss_tmo=_get(defaults, "dev_loss_tmo", float, "defaults", 1.0))
+    for name, sw in data.get("switch", {}).items():
+        fabric.fabric_npiv[name] = bool(sw.get("npiv", True))
+        if "wwn" in sw:
+            try:
+                fabric.fabric_wwn[name] = int(_get(sw, "wwn", str, f"switch.{name}"), 16)
+            except ValueError:
+                raise FabricError(f"switch.{name}: wwn must be hex digits (\"0\": no switch)") from None
+    for i, h in enumerate(data.get("host", [])):
+        where = f"host[{i}]"
+        typ = _get(h, "type", str, where)
+        if typ not in ("fc", "iscsi", "sas", "other"):
+            raise FabricError(f"{where}: type must be fc, iscsi, sas or other")
+        spec = HostSpec(type=typ, driver=_get(h, "driver", str, where,
+                                              {"fc": "lpfc", "iscsi": "iscsi_tcp",
+                                               "sas": "mpt3sas", "other": "ahci"}[typ]))
+        if typ == "fc":
+            spec.wwnn = _wwn(h, "wwnn", where)
+            spec.wwpn = _wwn(h, "wwpn", where)
+            spec.fabric = _get(h, "fabric", str, where)
+            spec.port_state = _get(h, "port_state", str, where, "Online")
+            spec.speed = _get(h, "speed", str, where, "16 Gbit")
+            spec.max_npiv_vports = _get(h, "max_npiv_vports", int, where, 0)
+            for j, v in enumerate(h.get("vport", [])):
+                spec.vports.append((_wwn(v, "wwpn", f"{where}.vport[{j}]"),
+                                    _wwn(v, "wwnn", f"{where}.vport[{j}]")))
+            if len(spec.vports) > spec.max_npiv_vports:
+                raise FabricError(f"{where}: more vports than max_npiv_vports")
+            spec.port_id = _port_id(h, where)
+        spec.max_lun = _get(h, "max_lun", int, where, 65535)
+        spec.max_id = _get(h, "max_id", int, where, 256)
+        if "scan_delay" in h:
+            spec.scan_delay = _get(h, "scan_delay", float, where)
+        for j, dsk in enumerate(h.get("disk", [])):
+            dw = f"{where}.disk[{j}]"
+            spec.disks.append(DiskSpec(
+                target=_get(dsk, "target", int, dw, 0), lun=_get(dsk, "lun", int, dw, 0),
+                vendor=_get(dsk, "vendor", str, dw, "ATA"),
+                model=_get(dsk, "model", str, dw, "VIRTUAL-DISK"),
+                rev=_get(dsk, "rev", str, dw, "1.0"),
+                size=parse_size(dsk.get("size", "64G")),
+                wwid=_get(dsk, "wwid", str, dw, ""), type=_get(dsk, "type", int, dw, 0)))
+        fabric.hosts.append(spec)
+    for i, a in enumerate(data.get("array", [])):
+        where = f"array[{i}]"
+        ports = [PortSpec(wwpn=_wwn(p, "wwpn", f"{where}.port[{j}]"),
+                          fabric=_get(p, "fabric", str, f"{where}.port[{j}]"),
+                          port_id=_port_id(p, f"{where}.port[{j}]"),
+                          roles=_roles(p, f"{where}.port[{j}]"))
+                 for j, p in enumerate(a.get("port", []))]
+        luns: dict[int, LunSpec] = {}
+        for j, lu in enumerate(a.get("lun", [])):
+            lw = f"{where}.lun[{j}]"
+            n = _get(lu, "lun", int, lw)
+            if n in luns:
+                raise FabricError(f"{lw}: LUN {n} defined twice")
+            masked = {_wwn({"wwpn": w}, "wwpn", f"{lw}.masked_to") for w in
+                      _get(lu, "masked_to", list, lw, [])}
+            # No "wwid": a generated NAA id. wwid = "": the LUN has no VPD page 0x83 (a LIO
+            # RAM disk: its device/wwid read fails with ENXIO), so it publishes no WWID.
+            wwid = _get(lu, "wwid", str, lw) if "wwid" in lu else generated_wwid(i, n)
+            luns[n] = LunSpec(lun=n, size=parse_size(lu.get("size", "10G")), wwid=wwid,
+                              masked_to=masked)
+        fabric.arrays.append(ArraySpec(
+            name=_get(a, "name", str, where, f"array{i}"),
+            vendor=_get(a, "vendor", str, where, "SANSIM"),
+            model=_get(a, "model", str, where, "VDISK"), rev=_get(a, "rev", str, where, "0001"),
+            wwnn=_wwn(a, "wwnn", where), ports=ports, luns=luns))
+    seen: dict[str, str] = {}
+    for i, h in enumerate(fabric.hosts):
+        if h.wwpn:
+            if h.wwpn in seen:
+                raise FabricError(f"host[{i}]: WWPN {h.wwpn} already used by {seen[h.wwpn]}")
+            seen[h.wwpn] = f"host[{i}]"
+    return fabric
+
+
+def load_fabric(path: str | Path) -> Fabric:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise FabricError(f"{path}: {e}") from None
+    return parse_fabric(data)

@@ -1,0 +1,134 @@
+"""The simulated SAN's state on disk (DIR/state.json), so it outlives the daemon as a real SAN and
+kernel do: a LUN deleted stays deleted and a LUN the SAN admin provisioned is still there to be
+scanned after sanbusd restarts.
+
+The tree under DIR/sys is what the reader sees; this file holds what the tree does not show: the
+fabric model with the SAN admin's changes, the kernel's bookkeeping (target id bindings, free sd
+names, the next host number), and the record of writes. It is rewritten whole after every change
+(a temporary file renamed over the old one, so a reader or a crash never sees half of it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..model.ids import HCTL
+from .devices import SimHost, SimMap, SimRport, SimVport, WriteRecord
+from .fabric import ArraySpec, DiskSpec, Fabric, HostSpec, LunSpec, PortSpec
+
+if TYPE_CHECKING:
+    from .core import SanCore
+
+STATE_FILE = "state.json"
+VERSION = 1
+
+
+class StateError(ValueError):
+    """The saved state cannot be used (another version, damaged); the message says why."""
+
+
+def digest(fabric_file: str | os.PathLike) -> str:
+    """What identifies a fabric file: its content (the same file moved is the same fabric)."""
+    with open(fabric_file, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _json_default(o: object) -> object:
+    if isinstance(o, (set, frozenset)):
+        return sorted(o)
+    raise TypeError(f"cannot save {type(o).__name__}")
+
+
+def save(path: Path, state: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(state, f, default=_json_default, separators=(",", ":"))
+    os.replace(tmp, path)
+
+
+def load(path: Path) -> dict:
+    try:
+        with open(path) as f:
+            state = json.load(f)
+    except ValueError as e:
+        raise StateError(f"{path} is damaged ({e})") from None
+    if not isinstance(state, dict) or state.get("version") != VERSION:
+        raise StateError(f"{path} is not version {VERSION} of the simulated SAN's state")
+    return state
+
+
+# -- the fabric model ------------------------------------------------------------------------
+
+def fabric_from_json(d: dict) -> Fabric:
+    hosts = [HostSpec(**{**h, "vports": [tuple(v) for v in h["vports"]],
+                         "disks": [DiskSpec(**x) for x in h["disks"]]}) for h in d["hosts"]]
+    arrays = [ArraySpec(**{
+        **a, "ports": [PortSpec(**{**p, "roles": tuple(p["roles"])}) for p in a["ports"]],
+        "luns": {int(n): LunSpec(**{**lu, "masked_to": set(lu["masked_to"])})
+                 for n, lu in a["luns"].items()}}) for a in d["arrays"]]
+    return Fabric(**{**d, "hosts": hosts, "arrays": arrays})
+
+
+# -- the whole state ---------------------------------------------------------------------------
+
+def snapshot(san: SanCore) -> dict[str, Any]:
+    """Everything needed to carry on where `san` is (called with its lock held)."""
+    spec_index = {id(s): i for i, s in enumerate(san.fabric.hosts)}
+    return {
+        "version": VERSION,
+        "origin": san.origin,
+        "fabric": asdict(san.fabric),
+        "hosts": [{"number": h.number, "devdir": h.devdir, "spec": spec_index[id(h.spec)],
+                   "wwpn": h.wwpn, "wwnn": h.wwnn, "fabric": h.fabric, "vport": h.vport,
+                   "rport_next": h.rport_next, "vport_next": h.vport_next,
+                   "target_ids": [[a, w, t] for (a, w), t in h.target_ids.items()]}
+                  for h in san.hosts.values()],
+        "rports": [{"name": r.name, "host": r.host, "number": r.number, "array": r.array,
+                    "port": r.port.wwpn, "target_id": r.target_id, "state": r.state}
+                   for r in san.rports.values()],
+        "luns": [[*hctl, ddir] for hctl, ddir in san.luns.items()],
+        "blocks": [[*hctl, sd] for hctl, sd in san.blocks.items()],
+        "vports": [asdict(v) for v in san.vports.values()],
+        "maps": [asdict(m) for m in san.maps.values()],
+        "counters": {"next_block": san._next_block, "free_blocks": san._free_blocks,
+                     "next_host": san._next_host, "pci_slot": san._pci_slot},
+        "writes": [asdict(w) for w in san.writes],
+    }
+
+
+def restore(san: SanCore, state: dict) -> None:
+    """Put `san` where `state` (from snapshot) left it. Raises StateError if it does not fit."""
+    try:
+        fabric = fabric_from_json(state["fabric"])
+        hosts = {}
+        for h in state["hosts"]:
+            hosts[h["number"]] = SimHost(
+                number=h["number"], devdir=h["devdir"], spec=fabric.hosts[h["spec"]],
+                wwpn=h["wwpn"], wwnn=h["wwnn"], fabric=h["fabric"], vport=h["vport"],
+                rport_next=h["rport_next"], vport_next=h["vport_next"],
+                target_ids={(a, w): t for a, w, t in h["target_ids"]})
+        rports = {}
+        for r in state["rports"]:
+            port = next(p for p in fabric.arrays[r["array"]].ports if p.wwpn == r["port"])
+            rports[r["name"]] = SimRport(name=r["name"], host=r["host"], number=r["number"],
+                                         array=r["array"], port=port,
+                                         target_id=r["target_id"], state=r["state"])
+        luns = {HCTL(*row[:4]): row[4] for row in state["luns"]}
+        blocks = {HCTL(*row[:4]): row[4] for row in state["blocks"]}
+        vports = {v["name"]: SimVport(**v) for v in state["vports"]}
+        maps = {m["dm"]: SimMap(**m) for m in state["maps"]}
+        writes = [WriteRecord(**w) for w in state["writes"]]
+        c = state["counters"]
+        counters = (int(c["next_block"]), [int(i) for i in c["free_blocks"]],
+                    int(c["next_host"]), int(c["pci_slot"]))
+        origin = dict(state["origin"])
+    except (KeyError, TypeError, ValueError, IndexError, StopIteration) as e:
+        raise StateError(f"the saved state does not fit ({type(e).__name__}: {e})") from None
+    san.fabric, san.hosts, san.rports, san.luns, san.blocks = fabric, hosts, rports, luns, blocks
+    san.vports, san.maps, san.writes, san.origin = vports, maps, writes, origin
+    san._next_block, san._free_blocks, san._next_host, san._pci_slot = counters
