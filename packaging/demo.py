@@ -89,6 +89,21 @@ def main() -> int:
               "/org/example/SanStorage/hosts/host1 org.example.SanStorage.ScsiHost Scan "
               "a{sv} 1 luns at 1 30", env)
 
+        say("NPIV: a virtual HBA for one VM. The SAN team zones LUN 60 to the WWPN the VM admin "
+            "chose, 5001a4a0000000f1")
+        shell("sanbusd-sim provision --array netapp1 --lun 60 --size 20G --to 5001a4a0000000f1",
+              env)
+        shell("sanctl vhba create --parent 20000090fa1b2c01/10000090fa1b2c01 "
+              "--wwpn 5001a4a0000000f1 --persistent", env)
+        print("It logged in, and LUN 60 is behind it (and only behind it):")
+        shell("sanctl vhba list", env)
+        shell("busctl --system get-property org.example.SanStorage "
+              "/org/example/SanStorage/vhbas/5001a4a0000000f1 org.example.SanStorage.Vhba "
+              "State Host Persistent", env)
+        say("The VM is retired: its vHBA goes, with its LUN paths")
+        shell("sanctl vhba delete 5001a4a0000000f1", env)
+        shell("sanctl vhba list", env)
+
         say("Bad input gets a named error that says what to do")
         r = subprocess.run(shlex.split(
             "busctl --system call org.example.SanStorage /org/example/SanStorage/Manager "

@@ -11,10 +11,12 @@ WITH_TESTS=0
 export DEBIAN_FRONTEND=noninteractive
 # dbus-daemon + busctl (systemd) + gdbus (libglib2.0-bin): the bus and real clients;
 # polkitd: authorization; python3-gi: GDBus clients in tests; python3-systemd/-libvirt/-dbus:
-# bindings built for Debian's Python 3.11 (no compiler needed); lsscsi: the benchmark's peer.
+# bindings built for Debian's Python 3.11 (no compiler needed); lsscsi: the benchmark's peer;
+# libvirt-daemon + libvirt-clients: libvirtd and virsh for vHBAs through libvirt's node-device
+# API (the kernel lane's npiv scenario; libvirt-daemon-system is not needed).
 PKGS="dbus-daemon dbus-bin libglib2.0-bin gir1.2-glib-2.0 polkitd systemd python3 python3-venv
       python3-gi python3-systemd python3-libvirt python3-dbus lsscsi umockdev gir1.2-umockdev-1.0
-      procps"
+      procps libvirt-daemon libvirt-clients"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -28,6 +28,14 @@ class Settings:
     # jobs and authorization
     job_retention: float = 60.0         # a finished job stays readable this long (s)
     polkit_timeout: float = 120.0       # a polkit check that takes longer answers TimedOut (s)
+    # NPIV
+    state_dir: str = ""                 # persistent vHBA records ("" = /var/lib/sanbusd, or
+                                        # DIR/state on the simulated SAN)
+    vhba_oui: str = "001a4a"            # OUI of generated WWNs ("5" + OUI + 9 random hex
+                                        # digits, libvirt's scheme)
+    vhba_wait: int = 30                 # default wait for a vHBA's fabric login (s)
+    libvirt_uri: str = ""               # create vHBAs through libvirt (e.g. qemu:///system)
+    libvirt_refresh_pools: bool = False  # refresh libvirt pools after scans and vHBA logins
 
     def __post_init__(self) -> None:
         for name, low, high in (("scan_parallel_hosts", 1, 256), ("scan_timeout", 1, 3600),
@@ -36,6 +44,11 @@ class Settings:
             value = getattr(self, name)
             if not low <= value <= high:
                 raise ValueError(f"{name} = {value} is out of range ({low}-{high})")
+        if not 1 <= self.vhba_wait <= VHBA_MAX_WAIT:
+            raise ValueError(f"vhba_wait = {self.vhba_wait} is out of range (1-{VHBA_MAX_WAIT})")
+        if len(self.vhba_oui) != 6 or any(c not in "0123456789abcdef" for c in self.vhba_oui):
+            raise ValueError(f"vhba_oui = {self.vhba_oui!r} must be 6 lower-case hex digits "
+                             "(an IEEE OUI such as 001a4a)")
         if self.scan_timeout > self.scan_max_timeout:
             raise ValueError(f"scan_timeout ({self.scan_timeout}) exceeds scan_max_timeout "
                              f"({self.scan_max_timeout})")
@@ -44,10 +57,21 @@ class Settings:
     def sim_directory(self) -> str:
         return self.sim_dir or default_sim_dir()
 
+    @property
+    def state_directory(self) -> str:
+        if self.state_dir:
+            return self.state_dir
+        # The simulated SAN's vHBAs are not the host's: keep their records beside it.
+        return os.path.join(self.sim_directory, "state") if self.simulate else "/var/lib/sanbusd"
+
+
+VHBA_MAX_WAIT = 600
+
 
 # Environment variables that set a setting (for tests and the private-bus demo).
 ENVIRONMENT = {"SANBUSD_POLKIT_TIMEOUT": "polkit_timeout", "SANBUSD_SIM_DIR": "sim_dir",
-               "SANBUSD_JOB_RETENTION": "job_retention"}
+               "SANBUSD_JOB_RETENTION": "job_retention", "SANBUSD_STATE_DIR": "state_dir",
+               "SANBUSD_LIBVIRT_URI": "libvirt_uri"}
 
 
 def default_sim_dir() -> str:

@@ -29,6 +29,7 @@ from .api.job import JobApi
 from .api.lun import LunApi
 from .api.manager import ManagerApi
 from .api.scsi_host import ScsiHostApi
+from .api.vhba import VhbaApi
 from .authz.polkit import PolkitAuthorizer
 from .authz.registry import collect
 from .backend.base import Backend
@@ -39,6 +40,7 @@ from .client import connect
 from .ops.jobs import Jobs
 from .ops.lun import LunOps
 from .ops.scan import Scanner
+from .ops.vhba import VhbaOps, VhbaRecords
 from .publish import paths
 from .publish.publisher import Publisher
 from .publish.render import polkit_details
@@ -49,7 +51,7 @@ log = logging.getLogger("sanbusd")
 
 # The objects that implement the API, one per interface (their @methods are checked against the
 # XML when the daemon is built).
-API_CLASSES = (ManagerApi, ScsiHostApi, LunApi, JobApi)
+API_CLASSES = (ManagerApi, ScsiHostApi, LunApi, JobApi, VhbaApi)
 
 
 @dataclass
@@ -61,6 +63,7 @@ class Daemon:
     state: State
     jobs: Jobs
     scanner: Scanner
+    vhbas: VhbaOps
 
 
 def build(settings: config.Settings, backend: Backend, bus: MessageBus) -> Daemon:
@@ -73,14 +76,46 @@ def build(settings: config.Settings, backend: Backend, bus: MessageBus) -> Daemo
     jobs = Jobs(settings.job_retention, on_change=publisher.job_changed,
                 on_completed=publisher.job_completed, on_drop=publisher.job_dropped)
     scanner = Scanner(backend, state, jobs, settings)
+    libvirt = None
+    if settings.libvirt_uri:
+        from .backend.libvirt import LibvirtVports
+        libvirt = LibvirtVports(settings.libvirt_uri)
+        if settings.libvirt_refresh_pools:
+            scanner.after_scan = pool_refresher(libvirt, state, settings)
+    records = VhbaRecords(settings.state_directory)
+    vhbas = VhbaOps(backend, state, scanner, jobs, settings, records, libvirt,
+                    on_records=lambda: state.set_persistent(set(records.records),
+                                                            vhbas.record_rows()))
     # Fail closed: refuses to start unless every method of the XML is implemented here, with
     # the polkit action the XML names.
     tree.register(collect(
         ManagerApi(state, scanner, authorizer, settings),
         ScsiHostApi(scanner, authorizer, settings),
         LunApi(LunOps(backend, state, scanner, settings)),
-        JobApi(jobs, authorizer)))
-    return Daemon(settings, backend, bus, tree, state, jobs, scanner)
+        JobApi(jobs, authorizer),
+        VhbaApi(state, vhbas, authorizer, settings)))
+    return Daemon(settings, backend, bus, tree, state, jobs, scanner, vhbas)
+
+
+def pool_refresher(libvirt, state: State, settings: config.Settings):
+    """After a scan: refresh the libvirt storage pools that may show its new LUNs, by the rule
+    in backend/libvirt.py (a scsi pool only after a wildcard scan of its host, so a refresh
+    never attaches what a targeted scan left out). A failure is logged, never the scan's."""
+    from . import errors
+    from .backend.libvirt import HostIds
+
+    async def refresh(hosts: set[int], wildcard: set[int]) -> None:
+        inv = state.inventory
+        ids = {n: HostIds.of_host(inv.hosts[n]) for n in hosts if n in inv.hosts}
+        try:
+            names = await asyncio.wait_for(asyncio.to_thread(
+                libvirt.refresh_pools, hosts, wildcard, ids), settings.settle_timeout)
+            if names:
+                log.info("refreshed libvirt storage pools %s", ", ".join(names))
+        except (errors.SanError, asyncio.TimeoutError) as e:
+            log.warning("refreshing libvirt storage pools failed: %s",
+                        getattr(e, "message", "no answer in time"))
+    return refresh
 
 
 async def run(settings: config.Settings, backend: Backend, ready_fd: int | None = None) -> int:
@@ -100,6 +135,8 @@ async def run(settings: config.Settings, backend: Backend, ready_fd: int | None 
              len(inv.maps), time.monotonic() - t0)
     d.tree.attach(bus)
     d.state.pump.start()
+    # Persistent vHBAs are part of "populated": re-create the missing ones before the name.
+    await d.vhbas.restore()
     try:
         reply = await bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
     except DBusError as e:      # the bus policy: only root may own the name
@@ -184,6 +221,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--polkit-timeout", type=float, metavar="S",
                    help="seconds to wait for polkit before answering TimedOut (default 120; "
                         "$SANBUSD_POLKIT_TIMEOUT)")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="where persistent vHBAs are recorded (default /var/lib/sanbusd; on the "
+                        "simulated SAN, SIM_DIR/state; $SANBUSD_STATE_DIR)")
+    p.add_argument("--libvirt-uri", metavar="URI",
+                   help="create and delete vHBAs through libvirt's node-device API at URI "
+                        "(e.g. qemu:///system), so virsh and libvirt's pools know them "
+                        "(default: sysfs; $SANBUSD_LIBVIRT_URI)")
+    p.add_argument("--libvirt-refresh-pools", action="store_true", default=None,
+                   help="after a scan or a vHBA login, refresh the libvirt storage pools that "
+                        "show those hosts (mpath pools; scsi pools only after a wildcard scan)")
+    p.add_argument("--vhba-oui", metavar="OUI",
+                   help="IEEE OUI (6 hex digits) of generated vHBA WWNs (default 001a4a)")
     p.add_argument("--ready-fd", type=int, metavar="FD", help=argparse.SUPPRESS)
     p.add_argument("-v", "--verbose", action="store_true", default=None, help="debug logging")
     p.add_argument("--version", action="version", version=f"sanbusd {__version__}")

@@ -31,6 +31,8 @@ class State:
         self.publisher = publisher
         self.inventory = Inventory()
         self.rescan_suggested: set[int] = set()     # hosts whose storage reported new LUNs
+        self.persistent: set[str] = set()           # WWPNs of the vHBAs kept across restarts
+        self.persistent_rows: list[dict[str, str]] = []  # Manager.PersistentVhbas
         self._lock = asyncio.Lock()
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future]] = []
         self.pump = EventPump(self.refresh, self._unit_attentions)
@@ -54,7 +56,7 @@ class State:
 
     def _publish(self, new: Inventory, d: Diff, first: bool = False) -> None:
         old, self.inventory = self.inventory, new
-        self.publisher.publish(old, new, d, self.rescan_suggested, first)
+        self.publisher.publish(old, new, d, self, first)
         self._wake()
 
     # -- hosts whose storage says its LUN inventory changed (SDEV_UA) -------------------------
@@ -71,10 +73,21 @@ class State:
                      "LUNs", ", ".join(f"host{h}" for h in sorted(hosts)))
             self.suggest_rescan(hosts)
 
-    def _rerender_hosts(self, hosts: set[int]) -> None:
+    def _rerender(self, kind: str, keys: set) -> None:
         d = Diff()
-        d.changed["hosts"] |= hosts & self.inventory.hosts.keys()
+        d.changed[kind] |= keys & getattr(self.inventory, kind).keys()
         self._publish(self.inventory, d)
+
+    def _rerender_hosts(self, hosts: set[int]) -> None:
+        self._rerender("hosts", hosts)
+
+    def set_persistent(self, wwpns: set[str], rows: list[dict[str, str]]) -> None:
+        """The vHBAs kept across restarts changed: their objects and the Manager show it."""
+        changed = wwpns ^ self.persistent
+        self.persistent, self.persistent_rows = set(wwpns), rows
+        self._rerender("vports", {n for n, v in self.inventory.vports.items()
+                                  if v.wwpn in changed})
+        self.publisher.publish_manager(self)
 
     def suggest_rescan(self, hosts: set[int]) -> None:
         new = hosts - self.rescan_suggested

@@ -269,6 +269,122 @@ async def cmd_scan(args: argparse.Namespace) -> int:
     return 0
 
 
+def vhba_rows(objs: dict) -> list[list[str]]:
+    rows = []
+    for path, o in sorted(objs.items()):
+        v = o.get(IF + "Vhba")
+        if v is None:
+            continue
+        host = objs.get(v["Host"], {}).get(IF + "ScsiHost", {})
+        rows.append([v["WWPN"], v["WWNN"], v["Parent"].rsplit("/", 1)[-1],
+                     host.get("Name", "-"), v["State"], "yes" if v["Persistent"] else "no",
+                     str(len(host.get("Luns", [])))])
+    return rows
+
+
+VHBA_HEADERS = ["WWPN", "WWNN", "PARENT", "HOST", "STATE", "PERSISTENT", "LUNS"]
+
+
+async def cmd_vhba_list(args: argparse.Namespace) -> int:
+    bus = await connect(args.bus)
+    objs = await managed_objects(bus)
+    bus.disconnect()
+    rows = vhba_rows(objs)
+    print(table(rows, VHBA_HEADERS) if rows else "no vHBAs")
+    mgr = objs.get(ROOT + "/Manager", {}).get(IF + "Manager", {})
+    problems = [r for r in mgr.get("PersistentVhbas", []) if r["Status"] == "failed"]
+    for r in problems:
+        print(f"persistent vHBA {r['WWPN']} could not be re-created: {r['Message']}")
+    return 0
+
+
+def _opt(options: dict, key: str, sig: str, value) -> None:
+    if value is not None:
+        options[key] = Variant(sig, value)
+
+
+async def cmd_vhba_create(args: argparse.Namespace) -> int:
+    bus = await connect(args.bus)
+    options: dict[str, Variant] = {}
+    if args.parent and "/" in args.parent.strip("/") and not args.parent.startswith("/"):
+        wwnn, _, wwpn = args.parent.partition("/")
+        _opt(options, "parent_wwnn", "s", wwnn)
+        _opt(options, "parent_wwpn", "s", wwpn)
+    elif args.parent:
+        try:
+            _opt(options, "parent", "o", _host_path(args.parent))
+        except argparse.ArgumentTypeError as e:
+            raise CliError(f"--parent: {e}; or give PARENT_WWNN/PARENT_WWPN") from None
+    _opt(options, "fabric_wwn", "s", args.fabric)
+    _opt(options, "wwpn", "s", args.wwpn)
+    _opt(options, "wwnn", "s", args.wwnn)
+    _opt(options, "wait", "u", args.wait)
+    if args.persistent:
+        options["persistent"] = Variant("b", True)
+    if args.no_wait_luns:
+        options["wait_luns"] = Variant("b", False)
+    if args.keep_failed:
+        options["keep_failed"] = Variant("b", True)
+    if args.no_user_interaction:
+        options["auth.no_user_interaction"] = Variant("b", True)
+    for rule in (client.SIGNAL_RULES[0], client.SIGNAL_RULES[2]):
+        await client.add_match(bus, rule)
+
+    def on_msg(msg: Message):
+        if msg.message_type == MessageType.SIGNAL and msg.member == "InterfacesAdded":
+            body = plain(msg.body)
+            if IF + "Vhba" in body[1]:
+                v = body[1][IF + "Vhba"]
+                print(f"vHBA {v['WWPN']} created on {v['Parent'].rsplit('/', 1)[-1]}: "
+                      f"{v['State']} (waiting for the fabric login ...)", file=sys.stderr,
+                      flush=True)
+        return None
+
+    bus.add_message_handler(on_msg)
+    (path,) = await call(bus, ROOT + "/Manager", IF + "Manager", "CreateVhba", "a{sv}",
+                         [options], timeout=(args.wait or 30) + 120)
+    objs = await managed_objects(bus)
+    bus.disconnect()
+    rows = [r for r in vhba_rows(objs) if path.endswith(r[0])]
+    print(table(rows, VHBA_HEADERS))
+    v = objs[path][IF + "Vhba"]
+    host = objs.get(v["Host"], {}).get(IF + "ScsiHost", {})
+    luns = [objs[p][IF + "Lun"] for p in host.get("Luns", []) if p in objs]
+    if luns:
+        print(f"\n{len(luns)} LUN paths behind it")
+        print(table([[lun["HCTL"], lun["BlockDevice"] or "-", human_size(lun["Size"]),
+                      lun["WWID"] or "-"] for lun in luns], ["HCTL", "DEVICE", "SIZE", "WWID"]))
+    return 0
+
+
+def _vhba_path(text: str) -> str:
+    t = text.strip()
+    return t if t.startswith("/") else f"{ROOT}/vhbas/{t.lower().replace(':', '').removeprefix('0x')}"
+
+
+async def cmd_vhba_delete(args: argparse.Namespace) -> int:
+    bus = await connect(args.bus)
+    options: dict[str, Variant] = {}
+    if args.force:
+        options["force"] = Variant("b", True)
+    if args.no_user_interaction:
+        options["auth.no_user_interaction"] = Variant("b", True)
+    await call(bus, _vhba_path(args.vhba), IF + "Vhba", "Delete", "a{sv}", [options],
+               timeout=120)
+    bus.disconnect()
+    print(f"vHBA {args.vhba} deleted")
+    return 0
+
+
+async def cmd_vhba_persist(args: argparse.Namespace) -> int:
+    bus = await connect(args.bus)
+    await call(bus, _vhba_path(args.vhba), IF + "Vhba", "SetPersistent", "ba{sv}",
+               [args.value == "on", {}], timeout=120)
+    bus.disconnect()
+    print(f"vHBA {args.vhba}: persistent {args.value}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sanctl", description="Show and manage SAN storage through sanbusd "
@@ -296,6 +412,43 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--no-user-interaction", action="store_true",
                     help="fail instead of asking for authentication")
     sc.set_defaults(func=cmd_scan)
+
+    vh = sub.add_parser("vhba", help="NPIV virtual HBAs: list, create, delete, keep",
+                        description="NPIV virtual HBAs (vports): one physical FC port logs in "
+                        "under another WWPN, so storage can be zoned to it alone.")
+    vsub = vh.add_subparsers(dest="vhba_command", required=True, metavar="ACTION")
+    v = vsub.add_parser("list", help="the vHBAs, their state, parent and LUNs")
+    v.set_defaults(func=cmd_vhba_list)
+    v = vsub.add_parser("create", help="create a vHBA; prints it and its LUNs once they are "
+                        "there")
+    v.add_argument("--parent", metavar="HOST|WWNN/WWPN",
+                   help="the physical FC port: hostN, or its WWNN/WWPN (default: the first "
+                        "Online NPIV-capable port with room)")
+    v.add_argument("--fabric", metavar="WWN", help="a port on this fabric")
+    v.add_argument("--wwpn", help="the vHBA's WWPN (default: generated)")
+    v.add_argument("--wwnn", help="the vHBA's WWNN (default: generated)")
+    v.add_argument("--persistent", action="store_true",
+                   help="re-create it whenever sanbusd starts")
+    v.add_argument("--wait", type=int, metavar="S",
+                   help="seconds to wait for the fabric login (default 30)")
+    v.add_argument("--no-wait-luns", action="store_true",
+                   help="return after the login, without waiting for its LUNs")
+    v.add_argument("--keep-failed", action="store_true",
+                   help="keep a vHBA that does not log in (to look at it)")
+    v.add_argument("--no-user-interaction", action="store_true",
+                   help="fail instead of asking for authentication")
+    v.set_defaults(func=cmd_vhba_create)
+    v = vsub.add_parser("delete", help="delete a vHBA (its LUNs go with it)")
+    v.add_argument("vhba", help="its WWPN or object path")
+    v.add_argument("--force", action="store_true",
+                   help="delete it even if a multipath map uses its LUNs")
+    v.add_argument("--no-user-interaction", action="store_true",
+                   help="fail instead of asking for authentication")
+    v.set_defaults(func=cmd_vhba_delete)
+    v = vsub.add_parser("persist", help="keep a vHBA across restarts (on), or stop (off)")
+    v.add_argument("vhba", help="its WWPN or object path")
+    v.add_argument("value", choices=("on", "off"))
+    v.set_defaults(func=cmd_vhba_persist)
     return p
 
 

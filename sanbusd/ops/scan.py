@@ -23,6 +23,7 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Awaitable, Callable
 
 from .. import errors
 from ..backend.base import Backend
@@ -116,6 +117,9 @@ class Scanner:
         self._slots = asyncio.Semaphore(settings.scan_parallel_hosts)
         self._writes: dict[int, asyncio.Future] = {}           # host -> the kernel write running
         self._inflight: dict[ScanRequest, asyncio.Future] = {}
+        # Told after each scan which hosts the kernel scanned, and which of them with a
+        # wildcard (e.g. to refresh libvirt's storage pools; see daemon.build).
+        self.after_scan: Callable[[set[int], set[int]], Awaitable[None]] | None = None
 
     async def scan(self, req: ScanRequest, uid: int) -> list[HCTL]:
         """Run (or join an identical running) scan; the LUN paths that appeared."""
@@ -210,12 +214,15 @@ class Scanner:
         added = sorted(h for h in after - before if h.host in scanned)
         # Publish from sysfs now rather than wait on udev alone; udev's events refresh again.
         self.state.pump.feed_dirty(Dirty.of(luns=added))
-        await self._settle(added, deadline)
+        await self.settle(added, deadline)
         # Only a host the kernel really scanned has answered the suggestion: not one whose scan
         # string it refused, that is still scanning (TimedOut) or that a Cancel skipped.
-        self.state.clear_rescan_suggested(
-            {o.host for t in tasks if t.done() and not t.cancelled() and t.exception() is None
-             and (o := t.result()).error is None and not o.skipped})
+        scanned_ok = {o.host for t in tasks if t.done() and not t.cancelled()
+                      and t.exception() is None and (o := t.result()).error is None
+                      and not o.skipped}
+        self.state.clear_rescan_suggested(scanned_ok)
+        if self.after_scan is not None and scanned_ok:
+            await self.after_scan(scanned_ok, scanned_ok if req.luns is None else set())
 
         if job.cancelled.is_set():
             outcomes = [t.result() for t in tasks if t.done()]
@@ -241,7 +248,7 @@ class Scanner:
                  "all" if req.luns is None else list(req.luns), len(added))
         return added
 
-    async def _settle(self, new: list[HCTL], deadline: float) -> None:
+    async def settle(self, new: list[HCTL], deadline: float) -> None:
         """Until every new LUN is published, and a disk has its block device, set up by udev
         (so /dev/disk/by-id links exist when the caller hands it to a VM)."""
         state, backend = self.state, self.backend

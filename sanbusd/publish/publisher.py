@@ -14,7 +14,7 @@ from ..model.records import KINDS, Diff, Inventory
 from ..ops.jobs import Job
 from ..bus.tree import ObjectTree
 from . import paths
-from .render import JOB_I, RenderContext, Objects, render_job, render_manager
+from .render import JOB_I, Hints, Objects, RenderContext, render_job, render_manager
 
 
 class Publisher:
@@ -23,8 +23,8 @@ class Publisher:
         self.backend_name = backend_name
         self._paths: dict[tuple[str, Any], str] = {}     # (kind, key) -> its object's path
 
-    def publish(self, old: Inventory, new: Inventory, d: Diff,
-                rescan_suggested: set[int], first: bool = False) -> None:
+    def publish(self, old: Inventory, new: Inventory, d: Diff, hints: Hints,
+                first: bool = False) -> None:
         """Publish what `d` says changed from `old` to `new`."""
         again: dict[str, set] = {k: d.touched(k) for k in KINDS}
         for kind in KIND_TABLE:
@@ -34,10 +34,10 @@ class Publisher:
                     if rec is not None:
                         for other, keys in kind.shown_by(inv, rec).items():
                             again[other] |= keys
-        ctx = RenderContext(new, rescan_suggested)
+        ctx = RenderContext(new, hints)
         updates: dict[str, Objects | None] = {}
         if first:
-            updates[paths.MANAGER] = render_manager(self.backend_name)
+            updates[paths.MANAGER] = render_manager(self.backend_name, hints)
         gone: list[str] = []
         for kind in KIND_TABLE:
             records = getattr(new, kind.name)
@@ -53,6 +53,9 @@ class Publisher:
         for path in gone:
             updates.setdefault(path, None)
         self.tree.apply(updates)
+
+    def publish_manager(self, hints: Hints) -> None:
+        self.tree.apply({paths.MANAGER: render_manager(self.backend_name, hints)})
 
     # -- jobs ---------------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Protocol
 
 from dbus_fast import Variant
 
@@ -26,11 +26,25 @@ JOB_I = IFACE + "Job"
 Objects = dict[str, dict[str, Any]]
 
 
+class Hints(Protocol):
+    """What only the daemon knows about records (state.State has them)."""
+    rescan_suggested: set[int]          # hosts whose storage reported new LUNs
+    persistent: set[str]                # WWPNs of vHBAs kept across restarts
+    persistent_rows: list[dict[str, str]]
+
+
+@dataclass
+class NoHints:
+    rescan_suggested: set[int] = field(default_factory=set)
+    persistent: set[str] = field(default_factory=set)
+    persistent_rows: list[dict[str, str]] = field(default_factory=list)
+
+
 @dataclass
 class RenderContext:
     """One inventory plus what rendering needs beyond a single record, computed once per pass."""
     inv: Inventory
-    rescan_suggested: set[int] = field(default_factory=set)
+    hints: Hints = field(default_factory=NoHints)
 
     @cached_property
     def luns_by_host(self) -> dict[int, list[Lun]]:
@@ -51,8 +65,12 @@ class RenderContext:
         return {lun.block: lun.hctl for lun in self.inv.luns.values() if lun.block}
 
 
-def render_manager(backend: str) -> Objects:
-    return {MANAGER_I: {"Version": __version__, "Backend": backend}}
+def render_manager(backend: str, hints: Hints) -> Objects:
+    return {MANAGER_I: {"Version": __version__, "Backend": backend, "PersistentVhbas": [
+        {**{k: Variant("s", v) for k, v in row.items()},
+         "Vhba": Variant("o", paths.vhba(row["WWPN"]) if row.get("Status") != "failed"
+                         else paths.NO_OBJECT)}
+        for row in hints.persistent_rows]}}
 
 
 def render_remote_port(r: RemotePort) -> dict[str, Variant]:
@@ -71,7 +89,7 @@ def render_host(ctx: RenderContext, h: ScsiHost) -> Objects:
         "Name": h.name, "Number": h.number, "Driver": h.driver, "Transport": h.transport,
         "State": h.state, "UniqueId": h.unique_id & 0xFFFFFFFF,
         "Luns": [paths.lun(lun.hctl) for lun in sorted(luns, key=lambda x: x.hctl)],
-        "RescanSuggested": h.number in ctx.rescan_suggested}}
+        "RescanSuggested": h.number in ctx.hints.rescan_suggested}}
     if h.fc is not None:
         fc = h.fc
         vport = inv.vports.get(h.vport) if h.vport else None
@@ -105,7 +123,8 @@ def render_vhba(ctx: RenderContext, v: Vport) -> Objects:
         "Name": v.name, "WWNN": v.wwnn, "WWPN": v.wwpn, "Parent": paths.host(v.parent),
         "Host": paths.host(v.host) if v.host is not None and v.host in ctx.inv.hosts
         else paths.NO_OBJECT,
-        "State": v.state, "LastState": v.last_state}}
+        "State": v.state, "LastState": v.last_state,
+        "Persistent": v.wwpn in ctx.hints.persistent}}
 
 
 def render_map(ctx: RenderContext, m: MultipathMap) -> Objects:

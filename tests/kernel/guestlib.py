@@ -27,6 +27,7 @@ SCSI_HOST = Path("/sys/class/scsi_host")
 SCSI_DEVICE = Path("/sys/class/scsi_device")
 FC_HOST = Path("/sys/class/fc_host")
 FC_RPORTS = Path("/sys/class/fc_remote_ports")
+FC_VPORTS = Path("/sys/class/fc_vports")
 SCSI_DEBUG = Path("/sys/bus/pseudo/drivers/scsi_debug")
 FCOE_BUS = Path("/sys/bus/fcoe")
 LIO = Path("/sys/kernel/config/target")
@@ -294,6 +295,83 @@ def fc_rports(host: int) -> dict[str, dict[str, str | None]]:
     }
 
 
+FC_VPORT_ATTRS = ("node_name", "port_name", "roles", "vport_state", "vport_last_state", "vport_type",
+                  "symbolic_name")
+
+
+def fc_vports() -> dict[str, dict[str, Any]]:
+    """Every NPIV vport: ``{"vport-1:0-0": {attr: value, "parent": 1, "host": 5}}``; "host" is
+    the vport's own SCSI host (None until it exists), "parent" the physical port's."""
+    names = sorted(p.name for p in FC_VPORTS.iterdir()) if FC_VPORTS.exists() else []
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        m = re.fullmatch(r"vport-(\d+):\d+-\d+", name)
+        if not m:
+            continue
+        attrs: dict[str, Any] = {attr: read_attr(FC_VPORTS / name / attr) for attr in FC_VPORT_ATTRS}
+        attrs["parent"] = int(m[1])
+        attrs["host"] = vport_host(name)
+        out[name] = attrs
+    return out
+
+
+def vport_host(name: str) -> int | None:
+    """The SCSI host an NPIV vport brought (``fc_vports/<name>/device/hostM``), or None."""
+    try:
+        entries = os.listdir(FC_VPORTS / name / "device")
+    except OSError:
+        return None
+    hosts = [int(e.removeprefix("host")) for e in entries if re.fullmatch(r"host\d+", e)]
+    return hosts[0] if hosts else None
+
+
+def vport_of_host(host: int) -> str | None:
+    """The vport a SCSI host belongs to (its device path runs .../hostP/vport-P:C-N/hostM), or None."""
+    parts = Path(os.path.realpath(SCSI_HOST / f"host{host}" / "device")).parts
+    return next((p for p in parts if re.fullmatch(r"vport-\d+:\d+-\d+", p)), None)
+
+
+def vport_string(wwpn: str, wwnn: str) -> str:
+    """What vport_create/vport_delete take: "<16 hex wwpn>:<16 hex wwnn>" (no 0x)."""
+    return f"{wwpn.removeprefix('0x')}:{wwnn.removeprefix('0x')}"
+
+
+def try_write(path: Path | str, value: str) -> dict[str, Any]:
+    """Write a sysfs attribute and say what the kernel answered, for the record:
+    {"ok": True} or {"ok": False, "errno": "EINVAL", "error": "Invalid argument"}, with "seconds"."""
+    import errno as errno_names
+
+    start = time.monotonic()
+    try:
+        with open(path, "w") as fh:
+            fh.write(value)
+        out: dict[str, Any] = {"ok": True}
+    except OSError as exc:
+        out = {"ok": False, "errno": errno_names.errorcode.get(exc.errno or 0, str(exc.errno)),
+               "error": exc.strerror}
+    out["seconds"] = round(time.monotonic() - start, 3)
+    return out
+
+
+def vport_create(host: int, wwpn: str, wwnn: str) -> dict[str, Any]:
+    """``echo wwpn:wwnn > /sys/class/fc_host/hostN/vport_create``; try_write's answer."""
+    return try_write(FC_HOST / f"host{host}" / "vport_create", vport_string(wwpn, wwnn))
+
+
+def vport_delete(host: int, wwpn: str, wwnn: str) -> dict[str, Any]:
+    """``echo wwpn:wwnn > /sys/class/fc_host/hostN/vport_delete`` (N: the parent); try_write's answer."""
+    return try_write(FC_HOST / f"host{host}" / "vport_delete", vport_string(wwpn, wwnn))
+
+
+def find_vport(wwpn: str) -> str | None:
+    """The fc_vports name of the vport with this WWPN ("0x…" or 16 hex digits), or None."""
+    want = "0x" + wwpn.removeprefix("0x").lower().lstrip("0")
+    for name, v in fc_vports().items():
+        if (v["port_name"] or "").lower() == want:
+            return name
+    return None
+
+
 def wwn(mac: str, prefix: str) -> str:
     """libfcoe's WWNs: ``0x2000<MAC>`` (port) and ``0x1000<MAC>`` (node)."""
     return "0x" + prefix + mac.replace(":", "").lower()
@@ -368,13 +446,31 @@ class FcoeVn2vn:
         self.mapped.discard(lun)
 
 
+_FCOE: FcoeVn2vn | None = None  # FCoE + LIO can be set up once per boot: scenarios share it
+
+
 def setup_fcoe_vn2vn(luns: tuple[int, ...] = (0,), *, timeout: float = 60) -> FcoeVn2vn:
     """Bring up FCoE VN2VN on the two lab NICs with LIO serving ``luns`` to the initiator.
 
     Needs ``lab.boot(..., nics=2)``. Returns once the initiator's rport to the target is Online
     and the first mapped LUN is visible. The target side comes up first so that the initiator
     finds LUNs already mapped when it logs in.
+
+    A second call in the same boot (another scenario of the group) returns the same ports: the
+    lab's two NICs carry one FCoE initiator and one LIO target. It must ask for the LUNs the
+    first call mapped.
     """
+    global _FCOE
+    if _FCOE is not None:
+        if set(luns) != _FCOE.mapped:
+            raise RuntimeError(f"FCoE is already set up in this boot with LUNs {sorted(_FCOE.mapped)}, "
+                               f"not {sorted(luns)}")
+        return _FCOE
+    _FCOE = _setup_fcoe_vn2vn(luns, timeout)
+    return _FCOE
+
+
+def _setup_fcoe_vn2vn(luns: tuple[int, ...], timeout: float) -> FcoeVn2vn:
     modprobe("fcoe")
     modprobe("tcm_fc")
     if not LIO.exists():  # /init mounts configfs; be robust if a scenario unmounted it
@@ -464,6 +560,7 @@ def sysfs_snapshot() -> dict[str, Any]:
         if info["transport"] == "fc":
             info["fc"] = fc_host_attrs(n)
             info["fc"]["vport_create"] = (FC_HOST / f"host{n}" / "vport_create").exists()
+            info["fc"]["vport"] = vport_of_host(n)
         hosts[f"host{n}"] = info
     rports = {}
     for n in scsi_hosts():
@@ -471,6 +568,7 @@ def sysfs_snapshot() -> dict[str, Any]:
     return {
         "hosts": hosts,
         "rports": rports,
+        "vports": fc_vports(),
         "luns": {hctl: asdict(scsi_device_info(hctl)) for hctl in scsi_devices()},
     }
 

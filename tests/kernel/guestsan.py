@@ -12,6 +12,7 @@ Needs the project venv (dbus-fast); lab.guest_python() runs scenarios with it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -39,22 +40,35 @@ RUN_DIR = Path("/run/sanbus-klab")  # its parents (/run) are 0755: user polkitd 
 
 
 class SanStack:
-    """Private system bus + polkitd + sanbusd on the real kernel. Logs go to the report directory."""
+    """Private system bus + polkitd + sanbusd on the real kernel. Logs go to the report directory.
 
-    def __init__(self, out_dir: Path = g.OUT_DIR) -> None:
+    Options: ``daemon_args`` (more sanbusd options, e.g. ``--state-dir DIR``), ``libvirtd`` (also
+    start a libvirtd with the node-device driver, see ``Libvirtd``: started first, waited for
+    last, so its start-up overlaps the bus's and sanbusd's), ``run_dir`` and ``log_prefix`` (a
+    second stack in the same guest: its own bus socket directory and log files).
+    """
+
+    def __init__(self, out_dir: Path = g.OUT_DIR, *, run_dir: Path = RUN_DIR, log_prefix: str = "",
+                 daemon_args: tuple[str, ...] = (), libvirtd: bool = False) -> None:
         self.out_dir = out_dir
+        self.run_dir = run_dir
+        self.log_prefix = log_prefix
+        self.daemon_args = tuple(daemon_args)
         self.bus: Any = None
         self.daemon: subprocess.Popen | None = None
-        self.daemon_log = out_dir / "sanbusd.log"
+        self.daemon_log = out_dir / f"{log_prefix}sanbusd.log"
+        self.libvirtd: Libvirtd | None = Libvirtd(out_dir) if libvirtd else None
         self.timings: dict[str, float] = {}
 
     def start(self) -> SanStack:
         from sanbusd.devbus import PrivateBus  # the venv; imported late so guestlib users need not
 
-        RUN_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
-        os.chmod(RUN_DIR, 0o755)
+        if self.libvirtd is not None:
+            self.libvirtd.start()
+        self.run_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        os.chmod(self.run_dir, 0o755)
         t = time.monotonic()
-        self.bus = PrivateBus(str(RUN_DIR / "bus")).start()
+        self.bus = PrivateBus(str(self.run_dir / "bus")).start()
         self.timings["bus"] = round(time.monotonic() - t, 2)
         t = time.monotonic()
         self.bus.start_polkitd(timeout=60)
@@ -62,24 +76,37 @@ class SanStack:
         t = time.monotonic()
         self.start_daemon()
         self.timings["sanbusd"] = round(time.monotonic() - t, 2)
+        if self.libvirtd is not None:
+            # A libvirtd that does not come up fails only what needs it (Libvirtd.error says why).
+            t = time.monotonic()
+            try:
+                self.libvirtd.wait_ready()
+            except (OSError, RuntimeError, TimeoutError) as exc:
+                self.libvirtd.error = str(exc)
+            self.timings["libvirtd wait"] = round(time.monotonic() - t, 2)
+            self.timings["libvirtd ready"] = self.libvirtd.ready_seconds or -1
         return self
 
     @property
     def address(self) -> str:
         return self.bus.address
 
-    def start_daemon(self, timeout: float = 120) -> None:
-        """``python -m sanbusd --bus ADDRESS`` (sysfs root /sys, so udev via pyudev); wait for ready.
+    def start_daemon(self, timeout: float = 120, args: tuple[str, ...] | None = None) -> None:
+        """``python -m sanbusd --bus ADDRESS`` (sysfs root /sys, so udev via pyudev) with
+        ``daemon_args`` (or ``args``); wait for ready. A later call starts it again (after
+        ``stop_daemon``), appending to the same log.
 
         As tests/conftest.py's start_daemon: the daemon writes "ready" to --ready-fd once it owns
         its name, i.e. once every object is published.
         """
         r, w = os.pipe()
         log = open(self.daemon_log, "ab")
-        self.daemon = subprocess.Popen(
-            [sys.executable, "-m", "sanbusd", "--bus", self.address, "--ready-fd", str(w), "-v"],
-            env=self.bus.env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            pass_fds=(w,))
+        argv = [sys.executable, "-m", "sanbusd", "--bus", self.address, "--ready-fd", str(w), "-v",
+                *(self.daemon_args if args is None else args)]
+        log.write(f"--- {' '.join(argv)}\n".encode())
+        log.flush()
+        self.daemon = subprocess.Popen(argv, env=self.bus.env(), stdout=log, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, pass_fds=(w,))
         os.close(w)
         ready: list[bytes] = []
         reader = threading.Thread(target=lambda: ready.append(os.fdopen(r, "rb").readline()), daemon=True)
@@ -115,13 +142,119 @@ class SanStack:
             # Keep the bus and polkitd logs for the report directory before PrivateBus deletes them.
             for name in ("bus.log", "polkitd.log"):
                 try:
-                    (self.out_dir / name).write_bytes((self.bus.rundir / name).read_bytes())
+                    (self.out_dir / f"{self.log_prefix}{name}").write_bytes((self.bus.rundir / name).read_bytes())
                 except OSError:
                     pass
             self.bus.stop()
+        if self.libvirtd is not None:
+            self.libvirtd.stop()
 
     def busctl(self, *args: str, timeout: float = 60) -> str:
         return g.run(["busctl", f"--address={self.address}", *args], timeout=timeout).stdout
+
+
+class Libvirtd:
+    """libvirtd (Debian 12: no modular virtnodedevd) with only the drivers the lab needs.
+
+    The plain libvirtd dies at start in the guest: its QEMU driver cannot resolve the user
+    libvirt-qemu (libvirt-daemon-system is not installed). LIBVIRT_DRIVER_DIR pointing at a
+    directory of links to the nodedev, storage and secret drivers makes every other driver
+    optional. Clients use ``nodedev:///system`` (and ``storage:///system``). Readiness is probed
+    with ``virsh nodedev-list --cap fc_host``: ``virsh version`` never succeeds on nodedev:///.
+    udevd must run first (libvirt learns of new devices from udev; without it nodedev-create
+    fails after 63 s and leaves the vport behind).
+    """
+
+    URI = "nodedev:///system"
+    DRIVERS = ("nodedev", "storage", "secret")
+
+    def __init__(self, out_dir: Path = g.OUT_DIR) -> None:
+        self.out_dir = out_dir
+        self.driver_dir = Path("/run/klab-libvirt-drivers")
+        self.log_path = out_dir / "libvirtd.log"
+        self.process: subprocess.Popen | None = None
+        self.started = 0.0
+        self.ready_seconds: float | None = None  # from start() to the first answer
+        self.error = ""  # why it did not come up (SanStack.start keeps going without it)
+
+    @staticmethod
+    def installed_drivers() -> Path:
+        for candidate in sorted(Path("/usr/lib").glob("*/libvirt/connection-driver")):
+            return candidate
+        raise FileNotFoundError("libvirt's connection drivers are not installed on the host "
+                                "(apt-get install --no-install-recommends libvirt-daemon libvirt-clients)")
+
+    def start(self) -> Libvirtd:
+        try:
+            source = self.installed_drivers()
+        except FileNotFoundError as exc:
+            self.error = str(exc)
+            return self
+        self.driver_dir.mkdir(parents=True, exist_ok=True)
+        for name in self.DRIVERS:
+            link = self.driver_dir / f"libvirt_driver_{name}.so"
+            if not link.exists():
+                link.symlink_to(source / link.name)
+        env = {**os.environ, "LIBVIRT_DRIVER_DIR": str(self.driver_dir),
+               "LIBVIRT_LOG_OUTPUTS": f"3:file:{self.log_path}"}
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(["libvirtd", "--verbose"], env=env,
+                                        stdout=open(self.out_dir / "libvirtd.out", "ab"),
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return self
+
+    def virsh(self, *args: str, timeout: float = 90) -> dict[str, Any]:
+        """``virsh -c nodedev:///system ARGS``: {"argv", "rc", "stdout", "stderr", "seconds"}."""
+        argv = ["virsh", "-c", self.URI, *args]
+        start = time.monotonic()
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+            rc, out, err = proc.returncode, proc.stdout, proc.stderr
+        except subprocess.TimeoutExpired as exc:
+            rc, out, err = None, str(exc.stdout or ""), f"timed out after {timeout:.0f}s"
+        return {"argv": ["virsh", "-c", self.URI, *args], "rc": rc, "stdout": out, "stderr": err.strip(),
+                "seconds": round(time.monotonic() - start, 2)}
+
+    def fc_hosts(self) -> list[str]:
+        """``nodedev-list --cap fc_host``: the node device names (scsi_hostN)."""
+        r = self.virsh("nodedev-list", "--cap", "fc_host")
+        if r["rc"] != 0:
+            raise RuntimeError(f"virsh nodedev-list failed: {r['stderr']}")
+        return sorted(line.strip() for line in r["stdout"].splitlines() if line.strip())
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        if self.process is None:
+            raise RuntimeError(self.error or "libvirtd was not started")
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"libvirtd exited with {self.process.returncode}: {self.log_tail()}")
+            last = self.virsh("nodedev-list", "--cap", "fc_host", timeout=30)
+            if last["rc"] == 0:
+                self.ready_seconds = round(time.monotonic() - self.started, 2)
+                return
+            time.sleep(0.25)
+        raise TimeoutError(f"libvirtd did not answer nodedev-list within {timeout:.0f}s "
+                           f"(last: {last.get('stderr')}): {self.log_tail()}")
+
+    def log_tail(self, chars: int = 3000) -> str:
+        text = ""
+        for path in (self.out_dir / "libvirtd.out", self.log_path):
+            with contextlib.suppress(OSError):
+                text += f"--- {path.name}\n" + path.read_text(errors="replace")[-chars:]
+        return text
+
+    def stop(self, timeout: float = 15) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.terminate()
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            return None
 
 
 class SanClient:
@@ -248,7 +381,7 @@ class UdevLog:
     tests can show that each object came or went after udev announced its device.
     """
 
-    SUBSYSTEMS = ("scsi", "scsi_host", "scsi_device", "block", "fc_host", "fc_remote_ports")
+    SUBSYSTEMS = ("scsi", "scsi_host", "scsi_device", "block", "fc_host", "fc_remote_ports", "fc_vports")
 
     def __init__(self, out_dir: Path = g.OUT_DIR) -> None:
         self.path = out_dir / "udev-monitor.txt"

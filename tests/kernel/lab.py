@@ -69,6 +69,10 @@ HOST_PACKAGES = (
     "sg3-utils",
     "lsscsi",
     "iproute2",  # `ip link set up` for the FCoE NICs
+    # libvirtd + virsh for the npiv scenario's node-device vHBAs (no libvirt-daemon-system: its
+    # configs, units and users are not needed; guestsan.Libvirtd starts only the drivers it needs)
+    "libvirt-daemon",
+    "libvirt-clients",
 )
 
 # Modules packed into the initramfs (their dependency closure is added automatically).
@@ -514,13 +518,21 @@ BOOT_HISTORY: list[tuple[str, GuestResult]] = []
 
 
 def guest_python() -> str:
-    """The interpreter scenarios run with: the project venv if it exists, else Debian's python3.
+    """The interpreter scenarios run with: the checkout's venv if it exists, else the venv this
+    process runs in (a git worktree without its own .venv, run with another checkout's venv),
+    else Debian's python3.
 
     The guest sees the host filesystem at the same paths, so the venv (and the interpreter its
-    symlinks point to) works in the guest as it is.
+    symlinks point to) works in the guest as it is. PYTHONPATH (scenario_command) puts this
+    checkout first, so the guest imports this checkout's sanbusd whichever venv it uses (the
+    group records ``sanbusd_module``).
     """
     venv = REPO_ROOT / ".venv" / "bin" / "python"
-    return str(venv) if venv.exists() else "/usr/bin/python3"
+    if venv.exists():
+        return str(venv)
+    if sys.prefix != sys.base_prefix:
+        return sys.executable
+    return "/usr/bin/python3"
 
 
 def scenario_command(name: str, *args: str) -> str:

@@ -40,6 +40,7 @@ class Scenario:
 
     name: ClassVar[str]
     nics: ClassVar[int] = 0  # lab.boot(nics=...): FCoE needs 2 (initiator + LIO target port)
+    libvirtd: ClassVar[bool] = False  # the group's stack also starts libvirtd (guestsan.Libvirtd)
     checkpoints: ClassVar[tuple[str, ...]] = (INITIAL,)  # the states compared with the simulated SAN
 
     def setup(self, ctx: Context) -> None:
@@ -58,6 +59,16 @@ class Scenario:
     # sanctl; world == "simulated"; the SAN admin through sim.admin(), the sim's control socket),
     # and compares the trees at the story's checkpoints and the records named in story_records.
     story_records: ClassVar[tuple[str, ...]] = ()
+    # The checkpoints the story takes (compared tree by tree with the replay); by default every
+    # checkpoint but INITIAL. A scenario whose exercise does more than its story (npiv: what
+    # only a real kernel, a daemon restart or libvirt can show) names the story's own.
+    story_checkpoints: ClassVar[tuple[str, ...] | None] = None
+
+    @classmethod
+    def replayed_checkpoints(cls) -> tuple[str, ...]:
+        if cls.story_checkpoints is not None:
+            return cls.story_checkpoints
+        return tuple(cp for cp in cls.checkpoints if cp != INITIAL)
 
     def simulate(self, sim: Any) -> None:
         raise NotImplementedError
@@ -99,6 +110,13 @@ class Context:
     def stack(self) -> guestsan.SanStack:
         assert self._run.stack is not None
         return self._run.stack
+
+    @property
+    def libvirtd(self) -> guestsan.Libvirtd:
+        """The group's libvirtd (a scenario with ``libvirtd = True`` asks for it)."""
+        assert self._run.stack is not None and self._run.stack.libvirtd is not None, \
+            "set libvirtd = True on the scenario"
+        return self._run.stack.libvirtd
 
     def set_hosts(self, hosts: list[int]) -> None:
         """The SCSI hosts this scenario owns (compared with the simulated SAN's hosts, in order)."""
@@ -168,6 +186,12 @@ class GroupRunner:
         self.timings: dict[str, float] = {}
         self._last_pair: tuple[dict, dict] = ({}, {"hosts": {}, "rports": {}, "luns": {}})
         report.record("group", [s.name for s in scenarios])
+        import sanbusd  # which checkout the guest runs (the 9p share is the whole host root)
+
+        report.record("sanbusd_module", sanbusd.__file__)
+        import guestlib as g
+
+        g.log(f"sanbusd from {sanbusd.__file__}")
 
     def run(self) -> None:
         import guestlib as g
@@ -185,11 +209,17 @@ class GroupRunner:
             with self.report.step("udev settle after setup"):
                 self.timings["settle"] = round(g.settle(timeout=180), 2)
             start = time.monotonic()
-            with self.report.step("start private system bus, polkitd and sanbusd"):
-                self.stack = guestsan.SanStack().start()
+            libvirtd = any(s.libvirtd for s in self.scenarios)
+            with self.report.step("start private system bus, polkitd and sanbusd"
+                                  + (", and libvirtd" if libvirtd else "")):
+                self.stack = guestsan.SanStack(libvirtd=libvirtd)
+                self.stack.start()
                 self.client = guestsan.SanClient(self.stack.address)
                 self.udev = guestsan.UdevLog()
             self.timings.update({f"start {k}": v for k, v in self.stack.timings.items()})
+            if self.stack.libvirtd is not None:
+                self.report.record("libvirtd", {"ready_seconds": self.stack.libvirtd.ready_seconds,
+                                                "error": self.stack.libvirtd.error})
             self.timings["start total"] = round(time.monotonic() - start, 2)
             self.report.record("daemon_owner", self.client.owner)
             self.report.record("manager", self.client.call(

@@ -13,7 +13,7 @@ from typing import Any
 
 ROOT = "/org/example/SanStorage"
 IFACE = "org.example.SanStorage."
-HOST_I, FC_I, LUN_I, MANAGER_I = (IFACE + n for n in ("ScsiHost", "FcHost", "Lun", "Manager"))
+HOST_I, FC_I, LUN_I, MANAGER_I, VHBA_I = (IFACE + n for n in ("ScsiHost", "FcHost", "Lun", "Manager", "Vhba"))
 NO_OBJECT = "/"
 
 Tree = dict[str, dict[str, dict[str, Any]]]
@@ -25,6 +25,11 @@ def host_path(name: str) -> str:
 
 def lun_path(hctl: str) -> str:
     return f"{ROOT}/luns/{hctl.replace(':', '_')}"
+
+
+def vhba_path(wwpn: str) -> str:
+    """A vHBA's object: its WWPN as the API spells it (16 lower-case hex digits)."""
+    return f"{ROOT}/vhbas/{wwn(wwpn)}"
 
 
 def hctl_key(hctl: str) -> tuple[int, ...]:
@@ -62,12 +67,14 @@ def plain_busctl(document: dict) -> Tree:
 
 
 def expected_from_sysfs(sysfs: dict) -> Tree:
-    """What sanbusd must publish for the hosts, FC ports and LUNs in a sysfs snapshot.
+    """What sanbusd must publish for the hosts, FC ports, LUNs and NPIV vports in a sysfs snapshot.
 
     Written from the API contract (data/org.example.SanStorage.xml) and the raw sysfs values,
-    independently of sanbusd's reader and publisher.
+    independently of sanbusd's reader and publisher. A Vhba's Persistent is sanbusd's own record,
+    not the kernel's: it is not compared here.
     """
     tree: Tree = {}
+    vports = sysfs.get("vports", {})
     luns_by_host: dict[str, list[str]] = {}
     for hctl in sorted(sysfs["luns"], key=hctl_key):
         luns_by_host.setdefault(f"host{hctl.split(':')[0]}", []).append(lun_path(hctl))
@@ -98,9 +105,20 @@ def expected_from_sysfs(sysfs: dict) -> Tree:
                                  "PortState": r["port_state"] or "",
                                  "ScsiTargetId": int(r["scsi_target_id"])}
                                 for rname, r in rports],
-                "Vhba": NO_OBJECT,
+                "Vhba": _vhba_of_host(vports, fc.get("vport")),
             }
         tree[host_path(name)] = obj
+    for vname, v in vports.items():
+        if not wwn(v["port_name"]):
+            continue  # not readable (yet): sanbusd has no path for it
+        host = v["host"]
+        tree[vhba_path(v["port_name"])] = {VHBA_I: {
+            "Name": vname, "WWNN": wwn(v["node_name"]), "WWPN": wwn(v["port_name"]),
+            "Parent": host_path(f"host{v['parent']}"),
+            "Host": host_path(f"host{host}") if host is not None and f"host{host}" in sysfs["hosts"]
+            else NO_OBJECT,
+            "State": v["vport_state"] or "", "LastState": v["vport_last_state"] or "",
+        }}
     for hctl, d in sysfs["luns"].items():
         rport = sysfs["rports"].get(d["rport"] or "")
         tree[lun_path(hctl)] = {LUN_I: {
@@ -117,6 +135,11 @@ def expected_from_sysfs(sysfs: dict) -> Tree:
     return tree
 
 
+def _vhba_of_host(vports: dict, vport: str | None) -> str:
+    v = vports.get(vport or "")
+    return vhba_path(v["port_name"]) if v and wwn(v["port_name"]) else NO_OBJECT
+
+
 def _fabric_name(sysfs_value: str | None) -> str:
     """0x0 and 0xffffffffffffffff mean "no fabric" (link down, or no switch as in VN2VN): ""."""
     name = wwn(sysfs_value)
@@ -128,9 +151,10 @@ def _rport_key(name: str) -> tuple[int, ...]:
 
 
 def sysfs_differences(objects: Tree, sysfs: dict) -> list[str]:
-    """Where the published hosts and LUNs differ from sysfs; [] when they match exactly."""
+    """Where the published hosts, LUNs and vHBAs differ from sysfs; [] when they match exactly."""
     expected = expected_from_sysfs(sysfs)
-    published = {p: o for p, o in objects.items() if p.startswith((f"{ROOT}/hosts/", f"{ROOT}/luns/"))}
+    published = {p: o for p, o in objects.items()
+                 if p.startswith((f"{ROOT}/hosts/", f"{ROOT}/luns/", f"{ROOT}/vhbas/"))}
     diffs = [f"missing object {p}" for p in sorted(expected.keys() - published.keys())]
     diffs += [f"object not in sysfs {p}" for p in sorted(published.keys() - expected.keys())]
     for path in sorted(expected.keys() & published.keys()):
@@ -198,8 +222,24 @@ def normalize(tree: Tree, hosts: list[int]) -> Tree:
     * UniqueId: driver-specific (scsi_debug and fcoe leave it 0; lpfc and qla2xxx number their
       instances); the simulated SAN has no driver to ask and uses the host number.
     * the Manager object (Backend is "kernel" vs "simulated" by definition).
+    * vport numbers (the N of vport-H:C-N): the kernel never reuses one, a refused create uses
+      one up too, so they count the boot's history; the simulated SAN of a fabric file numbers
+      its vports from 0. The vports of a parent are renumbered in order (and H as host numbers).
+
+    A Vhba object is kept when its Parent is one of ``hosts``.
     """
     rank = {n: i for i, n in enumerate(sorted(hosts))}
+    vport_numbers: dict[int, list[int]] = {}
+    for path, ifaces in tree.items():
+        if VHBA_I in ifaces and (m := _VPORT_NAME.fullmatch(ifaces[VHBA_I]["Name"])):
+            vport_numbers.setdefault(int(m[1]), []).append(int(m[3]))
+
+    def vport_name(name: str) -> str:
+        m = _VPORT_NAME.fullmatch(name)
+        if not m:
+            return name
+        parent = int(m[1])
+        return f"vport-{rank[parent]}:{m[2]}-{sorted(vport_numbers[parent]).index(int(m[3]))}"
 
     def host_ref(path: str) -> str:
         n = int(path.rsplit("host", 1)[1])
@@ -238,7 +278,19 @@ def normalize(tree: Tree, hosts: list[int]) -> Tree:
             lun["Host"] = host_ref(lun["Host"])
             lun["BlockDevice"] = bool(lun["BlockDevice"])
             out[lun_ref(path)] = {LUN_I: lun}
+        elif path.startswith(f"{ROOT}/vhbas/"):
+            vhba = dict(ifaces[VHBA_I])
+            if int(vhba["Parent"].rsplit("host", 1)[1]) not in rank:
+                continue
+            vhba["Name"] = vport_name(vhba["Name"])
+            vhba["Parent"] = host_ref(vhba["Parent"])
+            if vhba["Host"] != NO_OBJECT:
+                vhba["Host"] = host_ref(vhba["Host"])
+            out[path] = {**ifaces, VHBA_I: vhba}
     return out
+
+
+_VPORT_NAME = re.compile(r"vport-(\d+):(\d+)-(\d+)")
 
 
 def tree_differences(kernel: Tree, simulated: Tree) -> list[str]:
@@ -261,7 +313,8 @@ def tree_differences(kernel: Tree, simulated: Tree) -> list[str]:
 def normalize_refs(data: Any, hosts: list[int]) -> Any:
     """Recorded story data (ScanAll answers, error messages, sanctl output) with the same renaming
     as ``normalize``: host N -> its rank in ``hosts`` in object paths, hostN names, H:C:T:L and
-    rport names; /dev/sdX -> /dev/sdX (probe order); runs of blanks -> one (table widths)."""
+    rport names; vport-H:C-N -> vport-<rank>:C-N (vport numbers count the boot's history, see
+    ``normalize``); /dev/sdX -> /dev/sdX (probe order); runs of blanks -> one (table widths)."""
     rank = {n: i for i, n in enumerate(sorted(hosts))}
 
     def host(m: re.Match) -> str:
@@ -272,6 +325,8 @@ def normalize_refs(data: Any, hosts: list[int]) -> Any:
         value = re.sub(r"(/hosts/host|\bhost|\brport-)(\d+)(\b)", host, value)
         value = re.sub(r"(/luns/)(\d+)(_\d+_\d+_\d+)", host, value)
         value = re.sub(r"(\b)(\d+)(:\d+:\d+:\d+\b)", host, value)
+        value = re.sub(r"\bvport-(\d+):(\d+)-\d+\b", lambda m: f"vport-{rank.get(int(m[1]), m[1])}:{m[2]}-N",
+                       value)
         value = re.sub(r"/dev/sd[a-z]+", "/dev/sdX", value)
         return re.sub(r"[ \t]+", " ", value)
 

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 from sanscenario import Scenario
 
-from . import fc_discover, fcoe, scsi_debug, scsi_debug_scan
+from . import fc_discover, fcoe, npiv, scsi_debug, scsi_debug_scan
 
-ALL: dict[str, Scenario] = {s.name: s for s in (scsi_debug.SCENARIO, fcoe.SCENARIO, fc_discover.SCENARIO,
-                                                 scsi_debug_scan.SCENARIO)}
+ALL: dict[str, Scenario] = {s.name: s for s in (scsi_debug.SCENARIO, fcoe.SCENARIO, npiv.SCENARIO,
+                                                 fc_discover.SCENARIO, scsi_debug_scan.SCENARIO)}
 
 # group name -> scenario names, set up in this order and exercised in this order
 GROUPS: dict[str, tuple[str, ...]] = {
-    "san": ("scsi_debug", "fcoe"),
+    # npiv shares fcoe's FCoE initiator and LIO target (guestlib sets them up once) and runs
+    # last: its vHBAs come and go on the initiator after fcoe's LUN story is done, and its second
+    # sanbusd and libvirtd (the group starts libvirtd for it) touch nothing of the others.
+    "san": ("scsi_debug", "fcoe", "npiv"),
     # "Discover new SAN storage" needs a kernel whose LUNs only the story attaches: FCoE + LIO and
     # scsi_debug can be set up once per boot, and a wildcard scan would bring back what "san"
     # deleted. fc_discover runs first: its wildcard ScanAll also scans the scsi_debug hosts, which
