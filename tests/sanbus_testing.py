@@ -72,16 +72,18 @@ def start_daemon(bus: PrivateBus, tmp: Path, fabric: Path = DEMO_FABRIC,
     os.close(w)
     with os.fdopen(r, "rb") as ready:
         # Bounded: a daemon that hangs before it is ready must fail the test, not hang it.
-        if select.select([ready], [], [], READY_TIMEOUT)[0]:
-            line = ready.readline()
-        else:
-            line = b""
+        answered = select.select([ready], [], [], READY_TIMEOUT)[0]
+        line = ready.readline() if answered else b""
     if line != b"ready\n":
-        if proc.poll() is None:
+        if not answered:
             proc.kill()
-        proc.wait(5)
-        raise AssertionError(f"sanbusd did not start within {READY_TIMEOUT} s: "
-                             f"{log_path.read_text()}")
+        try:
+            rc = proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = proc.wait()
+        why = f"exited with {rc}" if answered else f"was not ready within {READY_TIMEOUT} s"
+        raise AssertionError(f"sanbusd {why}: {log_path.read_text()}")
     return RunningDaemon(bus, sim_dir, proc, log_path, penv)
 
 

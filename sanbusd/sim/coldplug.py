@@ -36,6 +36,10 @@ class ColdplugMixin(SanCore):
             for h in list(self.hosts.values()):
                 for wwpn, wwnn in h.spec.vports:
                     self._vport_create(h, wwpn, wwnn, login_delay=None)
+            if self.write_log is not None:
+                self.write_log.clear()
+            self.writes = []
+            self.save()                     # the SAN as laid out, on disk at once
 
     def _add_host(self, spec: HostSpec, parent: SimHost | None = None, vport: str = "",
                   wwpn: str = "", wwnn: str = "") -> tuple[SimHost, list[UEvent]]:

@@ -103,34 +103,33 @@ def handle(sim: SimulatedSan, req: object) -> dict:
             return {"ok": True, "hosts": sorted(sim.hosts), "luns": len(sim.luns),
                     "arrays": [a.name for a in sim.fabric.arrays],
                     "maps": [asdict(m) for m in sim.maps.values()]}
-    with sim.batch():       # one save for the whole request
-        if cmd == "port-down":
-            sim.port_down(_wwpn(_field(req, "wwpn", str)))
-        elif cmd == "port-up":
-            sim.port_up(_wwpn(_field(req, "wwpn", str)))
-        elif cmd == "provision":
-            array, luns = _field(req, "array", str), _luns(req)
-            size = _size(_field(req, "size", (str, int), "10G"))
-            initiators = _wwpns(req, "initiators")
-            for lun in luns:
-                sim.provision(array, lun, size, initiators)  # type: ignore[arg-type]
-        elif cmd == "unprovision":
-            array, luns = _field(req, "array", str), _luns(req)
-            initiators = _wwpns(req, "initiators", required=False)
-            for lun in luns:                # all or nothing: check every LUN first
-                sim.array_lun(array, lun)
-            for lun in luns:
-                sim.unprovision(array, lun, initiators)
-        elif cmd == "resize":
-            sim.resize(_field(req, "array", str), _lun(_field(req, "lun", int)),
-                       _size(_field(req, "size", (str, int))))
-        elif cmd == "mpath-create":
-            m = sim.mpath_create(_field(req, "wwid", str))
-            return {"ok": True, "map": asdict(m)}
-        elif cmd == "mpath-remove":
-            sim.mpath_remove(_field(req, "wwid", str))
-        else:
-            raise BadRequest(f"unknown command {cmd!r}")
+    if cmd == "port-down":
+        sim.port_down(_wwpn(_field(req, "wwpn", str)))
+    elif cmd == "port-up":
+        sim.port_up(_wwpn(_field(req, "wwpn", str)))
+    elif cmd == "provision":
+        array, luns = _field(req, "array", str), _luns(req)
+        size = _size(_field(req, "size", (str, int), "10G"))
+        initiators = _wwpns(req, "initiators")
+        for lun in luns:
+            sim.provision(array, lun, size, initiators)  # type: ignore[arg-type]
+    elif cmd == "unprovision":
+        array, luns = _field(req, "array", str), _luns(req)
+        initiators = _wwpns(req, "initiators", required=False)
+        for lun in luns:                # all or nothing: check every LUN first
+            sim.array_lun(array, lun)
+        for lun in luns:
+            sim.unprovision(array, lun, initiators)
+    elif cmd == "resize":
+        sim.resize(_field(req, "array", str), _lun(_field(req, "lun", int)),
+                   _size(_field(req, "size", (str, int))))
+    elif cmd == "mpath-create":
+        m = sim.mpath_create(_field(req, "wwid", str))
+        return {"ok": True, "map": asdict(m)}
+    elif cmd == "mpath-remove":
+        sim.mpath_remove(_field(req, "wwid", str))
+    else:
+        raise BadRequest(f"unknown command {cmd!r}")
     return {"ok": True}
 
 

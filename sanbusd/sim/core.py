@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -27,6 +27,8 @@ from .files import SysfsFiles
 log = logging.getLogger(__name__)
 
 EmitFn = Callable[[list[UEvent]], None]
+
+SAVE_DELAY = 0.1    # seconds from a change to its save; changes in between are saved with it
 
 
 class SanAdminError(ValueError):
@@ -49,8 +51,11 @@ class SanCore:
         self.writes: list[WriteRecord] = []
         # None: the state lives only in this process (unit tests, benchmarks).
         self.state_file = Path(state_file) if state_file is not None else None
+        self.write_log = (persist.WriteLog(self.state_file.with_name(persist.WRITES_FILE))
+                          if self.state_file is not None else None)
         self.origin: dict[str, str] = {}    # the fabric file it was laid out from: path, digest
         self._lock = threading.RLock()
+        self._save_lock = threading.Lock()
         self._free_blocks: list[int] = []
         self._next_block = 0
         self._next_host = 0
@@ -58,7 +63,8 @@ class SanCore:
         self._emit: EmitFn | None = None
         self._timers: set[threading.Timer] = set()
         self._closed = False
-        self._depth = 0
+        self._unsaved = False
+        self._save_timer: threading.Timer | None = None
         self._save_failed = False
 
     # -- events -------------------------------------------------------------------------------
@@ -74,30 +80,47 @@ class SanCore:
 
     @contextmanager
     def _changing(self) -> Iterator[None]:
-        """Hold the SAN still while changing it. The outermost change saves the state, so a
-        daemon restarted at any point finds the SAN as it was (a real SAN outlives sanbusd)."""
+        """Hold the SAN still while changing it, then have the change saved."""
         with self._lock:
-            self._depth += 1
             try:
                 yield
             finally:
-                self._depth -= 1
-                if self._depth == 0:
-                    self.save()
+                self._touched()
 
-    def batch(self) -> AbstractContextManager[None]:
-        """Many SAN admin changes saved once (provisioning 4,096 LUNs is one save, not 4,096)."""
-        return self._changing()
+    def _touched(self) -> None:
+        """The saved state is out of date (call with the lock held): save it shortly. Changes
+        close together are saved together: a targeted scan of 4,096 LUNs is 4,096 writes, and
+        a save of that many LUNs takes milliseconds. close() saves whatever is left."""
+        if self.state_file is None or self._closed:
+            return
+        self._unsaved = True
+        if self._save_timer is None:
+            self._save_timer = threading.Timer(SAVE_DELAY, self._save_due)
+            self._save_timer.daemon = True
+            self._save_timer.start()
+
+    def _save_due(self) -> None:
+        with self._lock:
+            self._save_timer = None
+            if not self._unsaved or self._closed:
+                return
+        self.save()
 
     def save(self) -> None:
+        """Write the state now (DIR/state.json)."""
         if self.state_file is None:
             return
-        with self._lock:
+        # The snapshot needs the SAN still; writing it out does not (scans go on meanwhile),
+        # but saves must not overtake each other.
+        with self._save_lock:
+            with self._lock:
+                self._unsaved = False
+                state = persist.snapshot(self)
             try:
-                persist.save(self.state_file, persist.snapshot(self))
+                persist.save(self.state_file, state)
                 self._save_failed = False
             except OSError as e:
-                if not self._save_failed:   # once per run of failures, not once per write
+                if not self._save_failed:   # once per run of failures, not once per change
                     log.warning("cannot save the simulated SAN's state to %s: %s; a restart "
                                 "will not find the latest changes", self.state_file, e)
                 self._save_failed = True
@@ -118,8 +141,11 @@ class SanCore:
         self._record(rel, data, "ok")
 
     def _record(self, rel: str, data: str, result: str) -> None:
-        with self._changing():
-            self.writes.append(WriteRecord(rel, data, result, time.time()))
+        w = WriteRecord(rel, data, result, time.time())
+        with self._lock:
+            self.writes.append(w)
+            if self.write_log is not None and not self._closed:
+                self.write_log.append(w)
 
     # -- timers (dev_loss_tmo, fabric login) ---------------------------------------------------
 
@@ -139,12 +165,20 @@ class SanCore:
         timer.start()
 
     def close(self) -> None:
-        """Stop the clock: no timer fires after this, and the saved state is the last word."""
+        """Stop the clock and save: no timer fires after this, and the saved state is the last
+        word (the next daemon on DIR carries on from it)."""
         with self._lock:
-            self._closed = True
             for t in self._timers:
                 t.cancel()
             self._timers.clear()
+            if self._save_timer is not None:
+                self._save_timer.cancel()
+                self._save_timer = None
+            if self._unsaved:
+                self.save()
+            if self.write_log is not None:
+                self.write_log.close()
+            self._closed = True
             self._emit = None
 
     # -- lookups every part needs -----------------------------------------------------------

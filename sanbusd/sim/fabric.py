@@ -7,6 +7,7 @@ masked per initiator WWPN, as on a real array. See data/fabrics/demo.toml for a 
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +108,36 @@ def _get(d: dict, key: str, typ: type, where: str, default: Any = None) -> Any:
     return v
 
 
+def _tables(d: dict, key: str, where: str) -> list[dict]:
+    """An array of tables ([[host]], [[array.lun]], ...); [] when absent."""
+    v = d.get(key, [])
+    if not isinstance(v, list) or not all(isinstance(t, dict) for t in v):
+        section = re.sub(r"\[\d+\]", "", where) + key          # host[0]. -> host.
+        raise FabricError(f"{where}{key}: must be an array of tables, [[{section}]]")
+    return v
+
+
+def _table(d: dict, key: str, where: str = "") -> dict:
+    v = d.get(key, {})
+    if not isinstance(v, dict):
+        raise FabricError(f"{where}{key}: must be a table, [{key}]")
+    return v
+
+
+def _size(d: dict, where: str, default: str) -> int:
+    v = d.get("size", default)
+    try:
+        if isinstance(v, bool) or not isinstance(v, (str, int)):
+            raise ValueError
+        size = parse_size(v)
+    except (ValueError, IndexError):
+        raise FabricError(f"{where}: size {v!r} is not a size; give bytes or a number with K, "
+                          "M, G or T, e.g. \"10G\"") from None
+    if size <= 0:
+        raise FabricError(f"{where}: size must be more than 0")
+    return size
+
+
 def _wwn(d: dict, key: str, where: str) -> str:
     try:
         return normalize_wwn(_get(d, key, str, where))
@@ -137,19 +168,21 @@ def _roles(d: dict, where: str) -> tuple[str, ...]:
 
 
 def parse_fabric(data: dict) -> Fabric:
-    defaults = data.get("defaults", {})
+    defaults = _table(data, "defaults")
     fabric = Fabric(
         hosts=[], arrays=[],
         scan_delay=_get(defaults, "scan_delay", float, "defaults", 0.05),
         dev_loss_tmo=_get(defaults, "dev_loss_tmo", float, "defaults", 1.0))
-    for name, sw in data.get("switch", {}).items():
+    for name, sw in _table(data, "switch").items():
+        if not isinstance(sw, dict):
+            raise FabricError(f"switch.{name}: must be a table, [switch.{name}]")
         fabric.fabric_npiv[name] = bool(sw.get("npiv", True))
         if "wwn" in sw:
             try:
                 fabric.fabric_wwn[name] = int(_get(sw, "wwn", str, f"switch.{name}"), 16)
             except ValueError:
                 raise FabricError(f"switch.{name}: wwn must be hex digits (\"0\": no switch)") from None
-    for i, h in enumerate(data.get("host", [])):
+    for i, h in enumerate(_tables(data, "host", "")):
         where = f"host[{i}]"
         typ = _get(h, "type", str, where)
         if typ not in ("fc", "iscsi", "sas", "other"):
@@ -164,7 +197,7 @@ def parse_fabric(data: dict) -> Fabric:
             spec.port_state = _get(h, "port_state", str, where, "Online")
             spec.speed = _get(h, "speed", str, where, "16 Gbit")
             spec.max_npiv_vports = _get(h, "max_npiv_vports", int, where, 0)
-            for j, v in enumerate(h.get("vport", [])):
+            for j, v in enumerate(_tables(h, "vport", f"{where}.")):
                 spec.vports.append((_wwn(v, "wwpn", f"{where}.vport[{j}]"),
                                     _wwn(v, "wwnn", f"{where}.vport[{j}]")))
             if len(spec.vports) > spec.max_npiv_vports:
@@ -174,25 +207,25 @@ def parse_fabric(data: dict) -> Fabric:
         spec.max_id = _get(h, "max_id", int, where, 256)
         if "scan_delay" in h:
             spec.scan_delay = _get(h, "scan_delay", float, where)
-        for j, dsk in enumerate(h.get("disk", [])):
+        for j, dsk in enumerate(_tables(h, "disk", f"{where}.")):
             dw = f"{where}.disk[{j}]"
             spec.disks.append(DiskSpec(
                 target=_get(dsk, "target", int, dw, 0), lun=_get(dsk, "lun", int, dw, 0),
                 vendor=_get(dsk, "vendor", str, dw, "ATA"),
                 model=_get(dsk, "model", str, dw, "VIRTUAL-DISK"),
                 rev=_get(dsk, "rev", str, dw, "1.0"),
-                size=parse_size(dsk.get("size", "64G")),
+                size=_size(dsk, dw, "64G"),
                 wwid=_get(dsk, "wwid", str, dw, ""), type=_get(dsk, "type", int, dw, 0)))
         fabric.hosts.append(spec)
-    for i, a in enumerate(data.get("array", [])):
+    for i, a in enumerate(_tables(data, "array", "")):
         where = f"array[{i}]"
         ports = [PortSpec(wwpn=_wwn(p, "wwpn", f"{where}.port[{j}]"),
                           fabric=_get(p, "fabric", str, f"{where}.port[{j}]"),
                           port_id=_port_id(p, f"{where}.port[{j}]"),
                           roles=_roles(p, f"{where}.port[{j}]"))
-                 for j, p in enumerate(a.get("port", []))]
+                 for j, p in enumerate(_tables(a, "port", f"{where}."))]
         luns: dict[int, LunSpec] = {}
-        for j, lu in enumerate(a.get("lun", [])):
+        for j, lu in enumerate(_tables(a, "lun", f"{where}.")):
             lw = f"{where}.lun[{j}]"
             n = _get(lu, "lun", int, lw)
             if n in luns:
@@ -202,7 +235,7 @@ def parse_fabric(data: dict) -> Fabric:
             # No "wwid": a generated NAA id. wwid = "": the LUN has no VPD page 0x83 (a LIO
             # RAM disk: its device/wwid read fails with ENXIO), so it publishes no WWID.
             wwid = _get(lu, "wwid", str, lw) if "wwid" in lu else generated_wwid(i, n)
-            luns[n] = LunSpec(lun=n, size=parse_size(lu.get("size", "10G")), wwid=wwid,
+            luns[n] = LunSpec(lun=n, size=_size(lu, lw, "10G"), wwid=wwid,
                               masked_to=masked)
         fabric.arrays.append(ArraySpec(
             name=_get(a, "name", str, where, f"array{i}"),
@@ -224,4 +257,12 @@ def load_fabric(path: str | Path) -> Fabric:
             data = tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise FabricError(f"{path}: {e}") from None
-    return parse_fabric(data)
+    except OSError as e:
+        raise FabricError(f"{path}: {e.strerror}") from None
+    try:
+        return parse_fabric(data)
+    except FabricError:
+        raise
+    except (TypeError, AttributeError, ValueError) as e:
+        # A shape the checks above did not foresee: still one line, naming the file.
+        raise FabricError(f"{path}: not a fabric file the simulation understands ({e})") from None

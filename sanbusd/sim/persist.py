@@ -2,10 +2,11 @@
 kernel do: a LUN deleted stays deleted and a LUN the SAN admin provisioned is still there to be
 scanned after sanbusd restarts.
 
-The tree under DIR/sys is what the reader sees; this file holds what the tree does not show: the
-fabric model with the SAN admin's changes, the kernel's bookkeeping (target id bindings, free sd
-names, the next host number), and the record of writes. It is rewritten whole after every change
-(a temporary file renamed over the old one, so a reader or a crash never sees half of it).
+The tree under DIR/sys is what the reader sees; state.json holds what the tree does not show: the
+fabric model with the SAN admin's changes and the kernel's bookkeeping (devices, target id
+bindings, free sd names, the next host number). It is rewritten whole shortly after every change
+(a temporary file renamed over the old one, so a reader or a crash never sees half of it). The
+record of writes is DIR/writes.jsonl, appended to as each write is made.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from .core import SanCore
 
 STATE_FILE = "state.json"
+WRITES_FILE = "writes.jsonl"
 VERSION = 1
 
 
@@ -38,16 +40,10 @@ def digest(fabric_file: str | os.PathLike) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def _json_default(o: object) -> object:
-    if isinstance(o, (set, frozenset)):
-        return sorted(o)
-    raise TypeError(f"cannot save {type(o).__name__}")
-
-
 def save(path: Path, state: dict) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w") as f:
-        json.dump(state, f, default=_json_default, separators=(",", ":"))
+        json.dump(state, f, separators=(",", ":"))
     os.replace(tmp, path)
 
 
@@ -62,7 +58,64 @@ def load(path: Path) -> dict:
     return state
 
 
+class WriteLog:
+    """The record of writes, one JSON line per write appended as it happens: it only grows, so
+    rewriting it whole with the state would make a burst of writes quadratic."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def append(self, w: WriteRecord) -> None:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.write(self._fd, (json.dumps(asdict(w), separators=(",", ":")) + "\n").encode())
+
+    def read(self) -> list[WriteRecord]:
+        out = []
+        try:
+            with open(self.path) as f:
+                for line in f:
+                    try:
+                        out.append(WriteRecord(**json.loads(line)))
+                    except (ValueError, TypeError):
+                        pass        # a line cut short when the process died mid-write
+        except FileNotFoundError:
+            pass
+        return out
+
+    def clear(self) -> None:
+        self.close()
+        with open(self.path, "w"):
+            pass
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 # -- the fabric model ------------------------------------------------------------------------
+
+def fabric_to_json(f: Fabric) -> dict:
+    # By hand, not dataclasses.asdict: that deep-copies, and an array may have thousands of LUNs.
+    return {
+        "hosts": [{**{k: getattr(h, k) for k in _HOST_FIELDS},
+                   "vports": [list(v) for v in h.vports],
+                   "disks": [asdict(x) for x in h.disks]} for h in f.hosts],
+        "arrays": [{"name": a.name, "vendor": a.vendor, "model": a.model, "rev": a.rev,
+                    "wwnn": a.wwnn,
+                    "ports": [{"wwpn": p.wwpn, "fabric": p.fabric, "port_id": p.port_id,
+                               "roles": list(p.roles)} for p in a.ports],
+                    "luns": {str(n): {"lun": lu.lun, "size": lu.size, "wwid": lu.wwid,
+                                      "masked_to": sorted(lu.masked_to)}
+                             for n, lu in a.luns.items()}} for a in f.arrays],
+        "scan_delay": f.scan_delay, "dev_loss_tmo": f.dev_loss_tmo,
+        "fabric_npiv": dict(f.fabric_npiv), "fabric_wwn": dict(f.fabric_wwn)}
+
+
+_HOST_FIELDS = tuple(n for n in HostSpec.__dataclass_fields__ if n not in ("vports", "disks"))
+
 
 def fabric_from_json(d: dict) -> Fabric:
     hosts = [HostSpec(**{**h, "vports": [tuple(v) for v in h["vports"]],
@@ -82,7 +135,7 @@ def snapshot(san: SanCore) -> dict[str, Any]:
     return {
         "version": VERSION,
         "origin": san.origin,
-        "fabric": asdict(san.fabric),
+        "fabric": fabric_to_json(san.fabric),
         "hosts": [{"number": h.number, "devdir": h.devdir, "spec": spec_index[id(h.spec)],
                    "wwpn": h.wwpn, "wwnn": h.wwnn, "fabric": h.fabric, "vport": h.vport,
                    "rport_next": h.rport_next, "vport_next": h.vport_next,
@@ -94,10 +147,9 @@ def snapshot(san: SanCore) -> dict[str, Any]:
         "luns": [[*hctl, ddir] for hctl, ddir in san.luns.items()],
         "blocks": [[*hctl, sd] for hctl, sd in san.blocks.items()],
         "vports": [asdict(v) for v in san.vports.values()],
-        "maps": [asdict(m) for m in san.maps.values()],
+        "maps": [{**asdict(m), "slaves": list(m.slaves)} for m in san.maps.values()],
         "counters": {"next_block": san._next_block, "free_blocks": san._free_blocks,
                      "next_host": san._next_host, "pci_slot": san._pci_slot},
-        "writes": [asdict(w) for w in san.writes],
     }
 
 
@@ -122,7 +174,6 @@ def restore(san: SanCore, state: dict) -> None:
         blocks = {HCTL(*row[:4]): row[4] for row in state["blocks"]}
         vports = {v["name"]: SimVport(**v) for v in state["vports"]}
         maps = {m["dm"]: SimMap(**m) for m in state["maps"]}
-        writes = [WriteRecord(**w) for w in state["writes"]]
         c = state["counters"]
         counters = (int(c["next_block"]), [int(i) for i in c["free_blocks"]],
                     int(c["next_host"]), int(c["pci_slot"]))
@@ -130,5 +181,7 @@ def restore(san: SanCore, state: dict) -> None:
     except (KeyError, TypeError, ValueError, IndexError, StopIteration) as e:
         raise StateError(f"the saved state does not fit ({type(e).__name__}: {e})") from None
     san.fabric, san.hosts, san.rports, san.luns, san.blocks = fabric, hosts, rports, luns, blocks
-    san.vports, san.maps, san.writes, san.origin = vports, maps, writes, origin
+    san.vports, san.maps, san.origin = vports, maps, origin
+    if san.write_log is not None:
+        san.writes = san.write_log.read()
     san._next_block, san._free_blocks, san._next_host, san._pci_slot = counters

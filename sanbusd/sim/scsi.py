@@ -75,7 +75,7 @@ class ScsiMixin(SanCore):
                 return
             _c, t, lun = ctl
             events: list[UEvent] = []
-            with self._changing():
+            with self._lock:
                 if spec.type == "fc":
                     # fc_user_scan: only Online rports with a SCSI target id are scanned.
                     for rp in sorted(self.rports.values(), key=lambda r: r.target_id):
@@ -83,13 +83,18 @@ class ScsiMixin(SanCore):
                             continue
                         if t not in (None, rp.target_id):
                             continue
-                        for n in sorted(self._masked_luns(h, rp.array)):
-                            if lun in (None, n):
-                                events += self._add_lun(h, 0, rp.target_id, n, rp)
+                        luns = self.fabric.arrays[rp.array].luns
+                        # A targeted scan asks for one LUN: REPORT LUNS, not a walk of them all.
+                        wanted = (sorted(self._masked_luns(h, rp.array)) if lun is None else
+                                  [lun] if lun in luns and h.wwpn in luns[lun].masked_to else [])
+                        for n in wanted:
+                            events += self._add_lun(h, 0, rp.target_id, n, rp)
                 else:
                     for disk in spec.disks:
                         if t in (None, disk.target) and lun in (None, disk.lun):
                             events += self._add_lun(h, 0, disk.target, disk.lun, None)
+                if events:                  # most targeted scans find nothing new
+                    self._touched()
         self._send(events)
 
     def _delete(self, hctl: HCTL) -> None:
@@ -101,9 +106,10 @@ class ScsiMixin(SanCore):
         self._send(events)
 
     def _rescan(self, hctl: HCTL) -> None:
-        """Re-read the capacity: the array's current size reaches the block device."""
+        """Re-read the capacity: the array's current size reaches the block device (the tree
+        changes; nothing the saved state holds does)."""
         events: list[UEvent] = []
-        with self._changing():
+        with self._lock:
             if hctl not in self.luns:
                 raise OSError(errno.ENOENT, f"{hctl}: no such device")
             rp = self._rport_of(hctl)

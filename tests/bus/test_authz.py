@@ -128,6 +128,7 @@ def test_matrix_job_cancel_of_roots_job(system_bus, tmp_path, user, expected):
         else:
             assert res["error"] == f"org.example.SanStorage.Error.{expected}", res
         t.join(10)
+        assert not t.is_alive(), "the scan did not answer"
         cancelled = json.loads(busctl(d, "--json=short", "get-property", "org.example.SanStorage",
                                       job, "org.example.SanStorage.Job", "Success").stdout)
         assert cancelled["data"] is (expected is not None)   # denied cancel: the scan succeeded
@@ -136,9 +137,9 @@ def test_matrix_job_cancel_of_roots_job(system_bus, tmp_path, user, expected):
 
 
 def test_a_user_may_cancel_their_own_job_without_authorization(system_bus, tmp_path):
-    """sanbob cannot scan, so give him a job he started: he may not — but the rule is checked
-    through the exemption: a non-owner is asked for cancel-job-other-user (previous test);
-    here the owner (sanalice, through the rule) cancels her own."""
+    """The owner (sanalice, allowed by the rule) cancels her own job, with the real polkitd.
+    The rule allows her cancel-job-other-user too, so this cannot tell the own-job exemption
+    from the rule: test_polkit_verdicts.py tests the exemption with a polkit that says no."""
     fabric = fc_fabric(tmp_path / "slow.toml", scan_delay=3.0)
     d = start_daemon(system_bus, tmp_path, fabric)
     try:
@@ -155,6 +156,7 @@ def test_a_user_may_cancel_their_own_job_without_authorization(system_bus, tmp_p
                                            [{}]]])
         assert res["error"] is None
         t.join(10)
+        assert not t.is_alive(), "the cancelled scan did not answer"
         assert out["r"][0]["error"] == "org.example.SanStorage.Error.Cancelled"
     finally:
         assert d.stop() == 0

@@ -26,8 +26,9 @@ def call_err(d, *args):
 def errname(d, path, iface, member, sig, body):
     async def go():
         bus = await connect(d.bus.address)
-        reply = await bus.call(Message(destination="org.example.SanStorage", path=path,
-                                       interface=iface, member=member, signature=sig, body=body))
+        reply = await asyncio.wait_for(bus.call(Message(
+            destination="org.example.SanStorage", path=path, interface=iface, member=member,
+            signature=sig, body=body)), 60)
         bus.disconnect()
         return reply
     reply = asyncio.run(go())
@@ -116,10 +117,10 @@ def test_an_internal_error_reaches_the_caller_as_failed_without_internals(system
         client = await connect(system_bus.address)
         replies = []
         for member in ("Crash", "Fine"):
-            replies.append(await client.call(Message(
+            replies.append(await asyncio.wait_for(client.call(Message(
                 destination="org.example.SanStorageTest", path="/test/obj",
                 interface="org.example.SanStorage.Test", member=member, signature="a{sv}",
-                body=[{}])))
+                body=[{}])), 60))
         server.disconnect()
         client.disconnect()
         return replies

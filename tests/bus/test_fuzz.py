@@ -1,16 +1,20 @@
 """Fuzzing the boundary: thousands of malformed calls over every method.
 
 Every call is invalid by construction (wrong signature, wrong variant type, unknown option key,
-out-of-range or huge values, hostile strings, objects/members/interfaces that do not exist), so
-the simulated SAN must record no write at all; every answer must be a declared error; the daemon
-must stay up and answer. Valid privileged calls are also sent as an unauthorized user: denied,
-nothing written. The seed is printed and can be replayed with SANBUSD_FUZZ_SEED=N.
+out-of-range or huge values, hostile strings, objects/members/interfaces that do not exist, paths
+that only look like a real object's: host01, host1_2, luns/1_0_0_00, jobs/01, LUNS/...), so the
+simulated SAN must record no write at all; every answer must be a declared error; the daemon must
+stay up and answer. Valid privileged calls are also sent as an unauthorized user: denied, nothing
+written. Each run draws a new seed, printed (and in every failure message); replay a run with
+SANBUSD_FUZZ_SEED=N (the calls depend on the seed alone: tested below).
 """
 
 import asyncio
+import hashlib
 import json
 import os
 import random
+import subprocess
 import sys
 from pathlib import Path
 
@@ -24,6 +28,7 @@ from sanbusd.bus.contract import load_api
 
 HERE = Path(__file__).parent
 CALLS = int(os.environ.get("SANBUSD_FUZZ_CALLS", "12000"))
+REPLY_TIMEOUT = 60          # s for one answer; a call left unanswered is a failure, not a hang
 DECLARED = {ERROR_PREFIX + e.name for e in ALL_ERRORS} | {
     f"org.freedesktop.DBus.Error.{n}" for n in (
         "InvalidArgs", "UnknownMethod", "UnknownObject", "UnknownInterface", "UnknownProperty",
@@ -55,11 +60,38 @@ def junk_path(rng: random.Random) -> str:
     return rng.choice([ROOT + "/", ROOT + "/hosts/", ROOT + "/luns/", "/"]) + "/".join(elems)
 
 
+def near_miss(rng: random.Random, kind: str) -> str:
+    """A path one edit away from a real object's (the demo's host1, LUN 1:0:0:0, a job), which
+    strict parsing must not take for it: leading zeros, an extra _N, wrong case, a missing or
+    extra element."""
+    if kind == "host":
+        elem = rng.choice(["host01", "host001", "host1_2", "host0_2", "host1_0", "Host1",
+                           "HOST1", "host", "host_1", "host1a", "hosts1"])
+        coll = rng.choice(["hosts"] * 4 + ["Hosts", "HOSTS", "host"])
+    elif kind == "lun":
+        elem = rng.choice(["1_0_0_00", "01_0_0_0", "1_00_0_0", "1_0_00_0", "1_0_0_0_0",
+                           "1_0_0", "1_0_0_0_", "_1_0_0_0", "1__0_0_0", "2_0_0_02"])
+        coll = rng.choice(["luns"] * 4 + ["Luns", "LUNS", "lun"])
+    else:
+        elem = rng.choice(["01", "001", "1_0", "1_1", "0x1", "one", "_31"])
+        coll = rng.choice(["jobs"] * 4 + ["Jobs", "JOBS", "job"])
+    return f"{ROOT}/{coll}/{elem}"
+
+
 def methods():
     api = load_api()
     for iface in api.interfaces.values():
         for m in iface.methods.values():
             yield iface.name, m
+
+
+def fuzz_targets() -> list:
+    """(interface, method, a real object of that interface) for every method."""
+    paths = {"org.example.SanStorage.Manager": f"{ROOT}/Manager",
+             "org.example.SanStorage.ScsiHost": f"{ROOT}/hosts/host1",
+             "org.example.SanStorage.Lun": f"{ROOT}/luns/1_0_0_0",
+             "org.example.SanStorage.Job": f"{ROOT}/jobs/1"}
+    return [(i, m, paths[i]) for i, m in methods()]
 
 
 def options_of(member: str) -> dict[str, str]:
@@ -75,7 +107,7 @@ def invalid_call(rng: random.Random, targets: list) -> tuple[str, Message]:
     """One call that must be refused; returns (kind, message)."""
     iface, m, path = rng.choice(targets)
     kind = rng.choice(["signature", "unknown-key", "wrong-type", "range", "object", "member",
-                       "interface", "devspec", "properties"])
+                       "interface", "devspec", "properties", "near-miss"])
     opts = options_of(m.name)
     body: list = []
     sig = m.in_signature
@@ -116,6 +148,18 @@ def invalid_call(rng: random.Random, targets: list) -> tuple[str, Message]:
     elif kind == "object":
         path = junk_path(rng)
         body = [{}] if sig == "a{sv}" else [{"hctl": Variant("s", "1:0:0:0")}, {}]
+    elif kind == "near-miss":
+        if iface.endswith(".Manager") or rng.random() < 0.3:
+            # ScanAll naming a host that is not there (alone, or next to a real one)
+            hosts = [near_miss(rng, "host")]
+            if rng.random() < 0.5:
+                hosts.insert(rng.randrange(2), f"{ROOT}/hosts/host1")
+            return kind, Message(destination="org.example.SanStorage", path=f"{ROOT}/Manager",
+                                 interface="org.example.SanStorage.Manager", member="ScanAll",
+                                 signature="a{sv}", body=[{"hosts": Variant("ao", hosts)}])
+        path = near_miss(rng, {"org.example.SanStorage.ScsiHost": "host",
+                               "org.example.SanStorage.Lun": "lun"}.get(iface, "job"))
+        body = [{}]
     elif kind == "member":
         member = "".join(rng.choice("AbcScanDelete_") for _ in range(rng.randrange(1, 30)))
         if member not in ("Scan", "Delete", "Rescan"):
@@ -162,11 +206,7 @@ def test_fuzz_malformed_calls_get_declared_errors_and_write_nothing(daemon):
     seed = int(os.environ.get("SANBUSD_FUZZ_SEED", random.randrange(2**32)))
     rng = random.Random(seed)
     print(f"fuzz seed {seed} (replay: SANBUSD_FUZZ_SEED={seed})")
-    paths = {"org.example.SanStorage.Manager": f"{ROOT}/Manager",
-             "org.example.SanStorage.ScsiHost": f"{ROOT}/hosts/host1",
-             "org.example.SanStorage.Lun": f"{ROOT}/luns/1_0_0_0",
-             "org.example.SanStorage.Job": f"{ROOT}/jobs/1"}
-    targets = [(i, m, paths[i]) for i, m in methods()]
+    targets = fuzz_targets()
     covered: set[str] = set()
     kinds: dict[str, int] = {}
 
@@ -177,7 +217,12 @@ def test_fuzz_malformed_calls_get_declared_errors_and_write_nothing(daemon):
 
         async def one(n, kind, msg):
             async with sem:
-                reply = await bus.call(msg)
+                try:
+                    reply = await asyncio.wait_for(bus.call(msg), REPLY_TIMEOUT)
+                except asyncio.TimeoutError:
+                    failures.append((n, kind, msg.path, msg.interface, msg.member,
+                                     msg.signature, repr(msg.body)[:300], "no answer", ""))
+                    return
             ok = reply.message_type == MessageType.ERROR and reply.error_name in DECLARED
             text = reply.body[0] if reply.body and isinstance(reply.body[0], str) else ""
             if ok and ("internal error" in text or "Traceback" in text):
@@ -198,10 +243,10 @@ def test_fuzz_malformed_calls_get_declared_errors_and_write_nothing(daemon):
                 batch = []
                 assert daemon.process.poll() is None, f"daemon died (seed {seed}, call {n})"
         await asyncio.gather(*batch)
-        ping = await bus.call(Message(destination="org.example.SanStorage", path=f"{ROOT}/Manager",
-                                      interface="org.freedesktop.DBus.Properties", member="Get",
-                                      signature="ss", body=["org.example.SanStorage.Manager",
-                                                            "Version"]))
+        ping = await asyncio.wait_for(bus.call(Message(
+            destination="org.example.SanStorage", path=f"{ROOT}/Manager",
+            interface="org.freedesktop.DBus.Properties", member="Get", signature="ss",
+            body=["org.example.SanStorage.Manager", "Version"])), REPLY_TIMEOUT)
         bus.disconnect()
         return failures, ping
     failures, ping = asyncio.run(go())
@@ -209,7 +254,8 @@ def test_fuzz_malformed_calls_get_declared_errors_and_write_nothing(daemon):
     assert ping.message_type == MessageType.METHOD_RETURN
     assert daemon.writes() == [], f"seed {seed}: malformed input reached the simulated sysfs"
     every_method = {f"{i}.{m.name}" for i, m in methods()}
-    assert every_method <= covered, every_method - covered
+    assert every_method <= covered, f"seed {seed}: {every_method - covered} not called"
+    assert kinds.get("near-miss", 0) >= CALLS // 20, f"seed {seed}: {kinds}"
     print(f"fuzzed {CALLS} calls over {len(every_method)} methods: {sorted(kinds.items())}")
     assert CALLS >= 10_000 or "SANBUSD_FUZZ_CALLS" in os.environ
 
@@ -231,3 +277,28 @@ def test_valid_privileged_calls_from_an_unauthorized_user_write_nothing(daemon):
     assert {res["error"] for res in results} == {
         "org.example.SanStorage.Error.NotAuthorizedCanObtain"}
     assert daemon.writes() == []
+
+
+def calls_digest(seed: int, n: int) -> str:
+    """What the fuzzer sends for `seed`, as one hash (no bus needed)."""
+    rng = random.Random(seed)
+    targets = fuzz_targets()
+    h = hashlib.sha256()
+    for _ in range(n):
+        kind, msg = invalid_call(rng, targets)
+        h.update(repr((kind, msg.path, msg.interface, msg.member, msg.signature,
+                       msg.body)).encode())
+    return h.hexdigest()
+
+
+def test_a_seed_replays_the_same_calls_in_another_process():
+    """SANBUSD_FUZZ_SEED=N must send exactly the calls of the run that printed N, also in a new
+    interpreter (whose str hashes, and so set order, differ)."""
+    code = ("import sys; sys.path[:0] = [%r, %r]; import test_fuzz; "
+            "print(test_fuzz.calls_digest(12345, 1500))" % (str(HERE), str(HERE.parent)))
+    digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True, timeout=120,
+                              env={**os.environ, "PYTHONHASHSEED": str(h)}).stdout.strip()
+               for h in (1, 2)}
+    assert digests == {calls_digest(12345, 1500)}
+    assert calls_digest(12346, 1500) not in digests

@@ -92,10 +92,11 @@ def test_rescan_suggested_is_signalled_when_the_array_adds_luns_and_cleared_by_a
                              and "RescanSuggested" in m.body[1]
                              and m.body[1]["RescanSuggested"].value is value]
 
+    assert prop(daemon, h1, HOST_I, "RescanSuggested") is False
+
     async def go():
         sigs = await Signals.connect(daemon.bus.address)
         try:
-            assert prop(daemon, h1, HOST_I, "RescanSuggested") is False
             await asyncio.to_thread(provision, daemon, [27])   # the SAN admin adds a LUN
             await sigs.wait_for(suggested(h1, True), what="RescanSuggested=true on host1")
             await sigs.wait_for(suggested(h2, True), what="RescanSuggested=true on host2")
@@ -326,7 +327,7 @@ def test_cancel_stops_what_has_not_started_and_the_call_says_cancelled(system_bu
 def test_lun_rescan_updates_the_size_and_delete_removes_a_stale_path(daemon):
     p = f"{ROOT}/luns/1_0_0_2"
     daemon.sim({"command": "resize", "array": "netapp1", "lun": 2, "size": "80G"})
-    time.sleep(0.3)
+    time.sleep(1.0)         # longer than an event burst takes to publish (state.SETTLE_MAX)
     assert prop(daemon, p, "org.example.SanStorage.Lun", "Size") == 50 << 30
     busctl(daemon, "call", "org.example.SanStorage", p, "org.example.SanStorage.Lun", "Rescan",
            "a{sv}", "0")
@@ -367,10 +368,10 @@ def test_a_burst_of_2000_new_luns_reaches_a_client_and_the_daemon_stays_up(syste
             added = set()
             bus.add_message_handler(lambda m: added.add(m.body[0]) if m.member ==
                                     "InterfacesAdded" and "/luns/" in m.body[0] else None)
-            reply = await bus.call(Message(
+            reply = await asyncio.wait_for(bus.call(Message(
                 destination="org.example.SanStorage", path=MGR,
                 interface="org.example.SanStorage.Manager", member="ScanAll",
-                signature="a{sv}", body=[{}]))
+                signature="a{sv}", body=[{}])), CALL_TIMEOUT)
             for _ in range(100):
                 if len(added) >= 2000:
                     break

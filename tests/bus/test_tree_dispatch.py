@@ -170,7 +170,9 @@ def test_no_reply_expected_gets_no_reply_and_no_traceback(daemon):
                     replies.append(m)
                     if ping_serial and m.reply_serial == ping_serial:
                         ping_seen.set()
-                return None
+                # A monitored call is "handled": the library must not answer it (a monitor that
+                # sends anything is disconnected by the bus).
+                return m.message_type == MessageType.METHOD_CALL or None
 
             monitor.add_message_handler(watch)
             became = await _call(monitor, Message(
@@ -192,6 +194,7 @@ def test_no_reply_expected_gets_no_reply_and_no_traceback(daemon):
             # The monitor sees sanbusd's messages in the order sanbusd sent them: once it has
             # seen the Ping's reply, a reply to any earlier call would have been seen too.
             await asyncio.wait_for(ping_seen.wait(), WAIT)
+            assert monitor.connected
             # GetMachineId may be answered after a round trip to the bus: give late replies
             # a moment to show up too.
             await asyncio.sleep(0.3)
