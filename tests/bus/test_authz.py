@@ -64,7 +64,19 @@ def test_every_method_is_privileged_or_declared_read_only():
 # One harmless call per privileged method and per user (different LUNs for Delete).
 def privileged_calls(user):
     lun = {"root": "1_0_0_0", "sanalice": "1_0_0_1", "sanbob": "1_0_0_2"}[user]
+    n = {"root": 1, "sanalice": 2, "sanbob": 3}[user]
+    vhba = f"{ROOT}/vhbas/5001a4a0aa000001"          # the demo fabric's vHBA
     return {
+        ("org.example.SanStorage.Manager", "CreateVhba"):
+            [MGR, "org.example.SanStorage.Manager", "CreateVhba", "a{sv}",
+             [{"wwpn": v("s", f"5001a4a00000091{n}"), "wait_luns": v("b", False)}]],
+        ("org.example.SanStorage.FcHost", "CreateVhba"):
+            [f"{ROOT}/hosts/host2", "org.example.SanStorage.FcHost", "CreateVhba", "a{sv}",
+             [{"wwpn": v("s", f"5001a4a00000092{n}"), "wait_luns": v("b", False)}]],
+        ("org.example.SanStorage.Vhba", "SetPersistent"):
+            [vhba, "org.example.SanStorage.Vhba", "SetPersistent", "ba{sv}", [True, {}]],
+        ("org.example.SanStorage.Vhba", "Delete"):
+            [vhba, "org.example.SanStorage.Vhba", "Delete", "a{sv}", [{}]],
         ("org.example.SanStorage.Manager", "ScanAll"):
             [MGR, "org.example.SanStorage.Manager", "ScanAll", "a{sv}",
              [{"luns": v("at", [9999])}]],

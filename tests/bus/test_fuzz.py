@@ -43,7 +43,10 @@ OPTION_TYPES = {"luns": "at", "hosts": "ao", "channel": "u", "target": "u", "tim
 WRONG_VALUES = {"at": [("as", ["27"]), ("u", 27), ("ai", [27]), ("s", "27,28")],
                 "ao": [("as", ["host1"]), ("o", f"{ROOT}/hosts/host1"), ("s", "host1")],
                 "u": [("s", "5"), ("i", -1), ("t", 5), ("d", 1.5), ("b", True)],
-                "b": [("s", "true"), ("u", 1), ("i", 1)]}
+                "b": [("s", "true"), ("u", 1), ("i", 1)],
+                "s": [("u", 5), ("as", ["5001a4a000000011"]), ("o", "/x"), ("ay", b"5001")],
+                "o": [("s", f"{ROOT}/hosts/host1"), ("ao", [f"{ROOT}/hosts/host1"]),
+                      ("u", 1)]}
 
 
 def junk_string(rng: random.Random) -> str:
@@ -72,6 +75,10 @@ def near_miss(rng: random.Random, kind: str) -> str:
         elem = rng.choice(["1_0_0_00", "01_0_0_0", "1_00_0_0", "1_0_00_0", "1_0_0_0_0",
                            "1_0_0", "1_0_0_0_", "_1_0_0_0", "1__0_0_0", "2_0_0_02"])
         coll = rng.choice(["luns"] * 4 + ["Luns", "LUNS", "lun"])
+    elif kind == "vhba":
+        elem = rng.choice(["5001A4A0AA000001", "05001a4a0aa000001", "0x5001a4a0aa000001",
+                           "5001a4a0aa00000", "5001a4a0aa000001_", "5001a4a0aa0000011"])
+        coll = rng.choice(["vhbas"] * 4 + ["Vhbas", "vhba"])
     else:
         elem = rng.choice(["01", "001", "1_0", "1_1", "0x1", "one", "_31"])
         coll = rng.choice(["jobs"] * 4 + ["Jobs", "JOBS", "job"])
@@ -90,7 +97,9 @@ def fuzz_targets() -> list:
     paths = {"org.example.SanStorage.Manager": f"{ROOT}/Manager",
              "org.example.SanStorage.ScsiHost": f"{ROOT}/hosts/host1",
              "org.example.SanStorage.Lun": f"{ROOT}/luns/1_0_0_0",
-             "org.example.SanStorage.Job": f"{ROOT}/jobs/1"}
+             "org.example.SanStorage.Job": f"{ROOT}/jobs/1",
+             "org.example.SanStorage.FcHost": f"{ROOT}/hosts/host1",
+             "org.example.SanStorage.Vhba": f"{ROOT}/vhbas/5001a4a0aa000001"}
     return [(i, m, paths[i]) for i, m in methods()]
 
 
@@ -138,6 +147,16 @@ def invalid_call(rng: random.Random, targets: list) -> tuple[str, Message]:
             choices += [{"channel": Variant("u", rng.randrange(256, 2**32))}]
         if "target" in opts:
             choices += [{"target": Variant("u", rng.randrange(65536, 2**32))}]
+        for key in ("wwpn", "wwnn", "parent_wwnn", "parent_wwpn", "fabric_wwn"):
+            if key in opts:
+                choices += [{key: Variant("s", junk_string(rng)[:40] or "x")},
+                            {key: Variant("s", "0x" + "f" * rng.choice([15, 17]))}]
+        if "wait" in opts:
+            choices += [{"wait": Variant("u", rng.choice([0, 601, 2**32 - 1]))}]
+        if "parent" in opts:
+            choices += [{"parent": Variant("o", junk_path(rng))},
+                        {"parent": Variant("o", f"{ROOT}/hosts/host0")},      # SAS: no NPIV
+                        {"parent": Variant("o", f"{ROOT}/hosts/host01")}]
         if "hosts" in opts:
             choices += [{"hosts": Variant("ao", [])},
                         {"hosts": Variant("ao", [junk_path(rng), f"{ROOT}/hosts/host1"])},
@@ -147,7 +166,7 @@ def invalid_call(rng: random.Random, targets: list) -> tuple[str, Message]:
         body = [rng.choice(choices)]
     elif kind == "object":
         path = junk_path(rng)
-        body = [{}] if sig == "a{sv}" else [{"hctl": Variant("s", "1:0:0:0")}, {}]
+        body = {"a{sv}": [{}], "ba{sv}": [True, {}]}.get(sig, [{"hctl": Variant("s", "1:0:0:0")}, {}])
     elif kind == "near-miss":
         if iface.endswith(".Manager") or rng.random() < 0.3:
             # ScanAll naming a host that is not there (alone, or next to a real one)
@@ -158,8 +177,10 @@ def invalid_call(rng: random.Random, targets: list) -> tuple[str, Message]:
                                  interface="org.example.SanStorage.Manager", member="ScanAll",
                                  signature="a{sv}", body=[{"hosts": Variant("ao", hosts)}])
         path = near_miss(rng, {"org.example.SanStorage.ScsiHost": "host",
+                               "org.example.SanStorage.FcHost": "host",
+                               "org.example.SanStorage.Vhba": "vhba",
                                "org.example.SanStorage.Lun": "lun"}.get(iface, "job"))
-        body = [{}]
+        body = [True, {}] if sig == "ba{sv}" else [{}]
     elif kind == "member":
         member = "".join(rng.choice("AbcScanDelete_") for _ in range(rng.randrange(1, 30)))
         if member not in ("Scan", "Delete", "Rescan"):
@@ -198,6 +219,8 @@ def invalid_call(rng: random.Random, targets: list) -> tuple[str, Message]:
                              signature=psig, body=pbody)
     if sig == m.in_signature and sig == "a{sv}a{sv}":        # ResolveDevice: options last
         body = [{"hctl": Variant("s", "1:0:0:0")}, *body]
+    if sig == m.in_signature and sig == "ba{sv}" and len(body) == 1:   # SetPersistent
+        body = [rng.random() < 0.5, *body]
     return kind, Message(destination="org.example.SanStorage", path=path, interface=iface,
                          member=m.name, signature=sig, body=body)
 
@@ -270,7 +293,14 @@ def test_valid_privileged_calls_from_an_unauthorized_user_write_nothing(daemon):
              [{"luns": {"$v": ["at", [rng.randrange(100)]]}}]],
             [f"{ROOT}/luns/1_0_0_0", "org.example.SanStorage.Lun", "Delete", "a{sv}",
              [{"force": {"$v": ["b", True]}}]],
-            [f"{ROOT}/luns/1_0_0_1", "org.example.SanStorage.Lun", "Rescan", "a{sv}", [{}]]]))
+            [f"{ROOT}/luns/1_0_0_1", "org.example.SanStorage.Lun", "Rescan", "a{sv}", [{}]],
+            [f"{ROOT}/Manager", "org.example.SanStorage.Manager", "CreateVhba", "a{sv}", [{}]],
+            [f"{ROOT}/hosts/host1", "org.example.SanStorage.FcHost", "CreateVhba", "a{sv}",
+             [{"wwpn": {"$v": ["s", "5001a4a000000abc"]}}]],
+            [f"{ROOT}/vhbas/5001a4a0aa000001", "org.example.SanStorage.Vhba", "Delete",
+             "a{sv}", [{"force": {"$v": ["b", True]}}]],
+            [f"{ROOT}/vhbas/5001a4a0aa000001", "org.example.SanStorage.Vhba", "SetPersistent",
+             "ba{sv}", [True, {}]]]))
     r = run(sys.executable, str(HERE / "client_calls.py"), daemon.bus.address,
             json.dumps(calls), "32", user="sanbob", env=daemon.env)
     results = json.loads(r.stdout)
