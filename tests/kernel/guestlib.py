@@ -60,10 +60,18 @@ def read_attr(path: Path | str) -> str | None:
 
 
 def write_attr(path: Path | str, value: str) -> None:
-    """Write a sysfs/configfs attribute in one write(), as the kernel expects."""
+    """Write a sysfs/configfs attribute in one write(), as the kernel expects.
+
+    One os.write(), not a buffered file: when the kernel refuses a buffered write, Python tries
+    the write again when it drops the file object, and the kernel sees (and acts on) it twice
+    (a refused vport_create then uses up two vport numbers and logs its refusal twice).
+    """
     try:
-        with open(path, "w") as fh:
-            fh.write(value)
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise OSError(exc.errno, f"writing {value!r} to {path}: {exc.strerror}") from None
 
@@ -343,8 +351,11 @@ def try_write(path: Path | str, value: str) -> dict[str, Any]:
 
     start = time.monotonic()
     try:
-        with open(path, "w") as fh:
-            fh.write(value)
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, value.encode())  # one write() (see write_attr)
+        finally:
+            os.close(fd)
         out: dict[str, Any] = {"ok": True}
     except OSError as exc:
         out = {"ok": False, "errno": errno_names.errorcode.get(exc.errno or 0, str(exc.errno)),

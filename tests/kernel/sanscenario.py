@@ -113,7 +113,8 @@ class Context:
 
     @property
     def libvirtd(self) -> guestsan.Libvirtd:
-        """The group's libvirtd (a scenario with ``libvirtd = True`` asks for it)."""
+        """The group's libvirtd (a scenario with ``libvirtd = True`` asks for it); call its
+        ``ready()`` before use."""
         assert self._run.stack is not None and self._run.stack.libvirtd is not None, \
             "set libvirtd = True on the scenario"
         return self._run.stack.libvirtd
@@ -217,9 +218,6 @@ class GroupRunner:
                 self.client = guestsan.SanClient(self.stack.address)
                 self.udev = guestsan.UdevLog()
             self.timings.update({f"start {k}": v for k, v in self.stack.timings.items()})
-            if self.stack.libvirtd is not None:
-                self.report.record("libvirtd", {"ready_seconds": self.stack.libvirtd.ready_seconds,
-                                                "error": self.stack.libvirtd.error})
             self.timings["start total"] = round(time.monotonic() - start, 2)
             self.report.record("daemon_owner", self.client.owner)
             self.report.record("manager", self.client.call(
@@ -245,6 +243,9 @@ class GroupRunner:
         if self.client is not None:
             self.report.record("signals", self.client.signals)
             self.client.close()
+        if self.stack is not None and self.stack.libvirtd is not None:
+            self.report.record("libvirtd", {"ready_seconds": self.stack.libvirtd.ready_seconds,
+                                            "error": self.stack.libvirtd.error})
         if self.stack is not None:
             rc = self.stack.stop_daemon()
             log = self.stack.log()

@@ -129,8 +129,8 @@ class Npiv(Fcoe):
             t0 = time.monotonic()
             facts["create"] = g.vport_create(host, wwpn, wwnn)
             states = _watch_vport(wwpn, settle=self.state_settle_seconds, timeout=30)
-            facts["states"] = [{"t": round(t - t0, 3), "vport_state": s, "vport_last_state": last}
-                               for t, s, last in states]
+            facts["states"] = [{"t": round(t - t0, 3), "vport_state": s, "vport_last_state": last,
+                                "host_port_state": hs} for t, s, last, hs in states]
         name = g.find_vport(wwpn)
         vports = g.fc_vports()
         vport = vports.get(name or "", {})
@@ -230,14 +230,16 @@ class Npiv(Fcoe):
         libvirtd = ctx.libvirtd
         wwpn, wwnn = self.libvirt_wwns
         vhba = sanview.vhba_path(wwpn)
-        out: dict[str, Any] = {"uri": libvirtd.URI, "libvirtd_error": libvirtd.error,
-                               "libvirtd_ready_seconds": libvirtd.ready_seconds}
+        out: dict[str, Any] = {"uri": libvirtd.URI}
         ctx.record("libvirt", out)
-        if not ctx.check("libvirtd runs in the guest", not libvirtd.error, libvirtd.error):
+        t0 = time.monotonic()
+        ok = libvirtd.ready()
+        out.update(libvirtd_error=libvirtd.error, libvirtd_ready_seconds=libvirtd.ready_seconds,
+                   libvirtd_waited_seconds=round(time.monotonic() - t0, 2))
+        if not ctx.check("libvirtd runs in the guest", ok, libvirtd.error):
             return
-        with ctx.step("what libvirt sees before (virsh nodedev-list --cap fc_host, --cap vports)"):
+        with ctx.step("what libvirt sees before (virsh nodedev-list --cap fc_host)"):
             out["fc_hosts_before"] = libvirtd.fc_hosts()
-            out["vports_cap_before"] = libvirtd.virsh("nodedev-list", "--cap", "vports")["stdout"].split()
         with ctx.step('(re)start sanbusd "b" with --libvirt-uri nodedev:///system'):
             out["stop_rc"] = b.stack.stop_daemon()
             client = b.start(args=("--state-dir", STATE_DIR_B, "--libvirt-uri", libvirtd.URI))
@@ -425,18 +427,21 @@ def _read_json(path: Path) -> Any:
         return {"error": str(exc)}
 
 
-def _watch_vport(wwpn: str, *, settle: float, timeout: float) -> list[tuple[float, str, str]]:
-    """The vport's (state, last state) as they change, polled every 20 ms, until they have held
-    still for ``settle`` s (or ``timeout``): [(monotonic time, vport_state, vport_last_state)]."""
+def _watch_vport(wwpn: str, *, settle: float, timeout: float) -> list[tuple[float, str, str, str]]:
+    """The vport's state, last state and its host's port_state as they change, polled every
+    20 ms from when vport_create returned, until they have held still for ``settle`` s (or
+    ``timeout``): [(monotonic time, vport_state, vport_last_state, host port_state)]."""
     import guestlib as g
 
-    seen: list[tuple[float, str, str]] = []
+    seen: list[tuple[float, str, str, str]] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         name = g.find_vport(wwpn)
         if name is not None:
             d = g.FC_VPORTS / name
-            now = (g.read_attr(d / "vport_state") or "", g.read_attr(d / "vport_last_state") or "")
+            host = g.vport_host(name)
+            now = (g.read_attr(d / "vport_state") or "", g.read_attr(d / "vport_last_state") or "",
+                   (g.read_attr(g.FC_HOST / f"host{host}" / "port_state") or "") if host is not None else "")
             if not seen or seen[-1][1:] != now:
                 seen.append((time.monotonic(), *now))
             elif time.monotonic() - seen[-1][0] >= settle and now[0] not in ("", "Initializing"):
