@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,8 +28,10 @@ sys.path.insert(0, str(TOP))
 from dbus_fast import Message, MessageType, Variant  # noqa: E402
 from sanbusd.client import connect  # noqa: E402
 
+from sanbusd.cli.sim import request  # noqa: E402
 from sanbusd.devbus import PrivateBus  # noqa: E402
 from sanbusd.sim.fabric import parse_fabric  # noqa: E402
+from sanbusd.sim.generate import small_fc_fabric_toml  # noqa: E402
 from sanbusd.sim.san import SimulatedSan  # noqa: E402
 
 import tomllib  # noqa: E402
@@ -40,32 +40,18 @@ ROOT = "/org/example/SanStorage"
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def fabric_toml(hosts: int, delay: float, luns: int = 1) -> str:
-    out = [f"[defaults]\nscan_delay = {delay}\n"]
-    for n in range(hosts):
-        out.append(f'[[host]]\ntype = "fc"\nwwnn = "20000090fa{n:06x}"\nwwpn = "10000090fa{n:06x}"'
-                   f'\nfabric = "A"\n')
-    out.append('[[array]]\nname = "arr"\nwwnn = "500a098000000001"\n[[array.port]]\n'
-               'wwpn = "500a098100000001"\nfabric = "A"\n')
-    for lun in range(luns):
-        out.append(f"[[array.lun]]\nlun = {lun}\nmasked_to = []\n")
-    return "\n".join(out)
-
-
 def cpu_seconds(pid: int) -> float:
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+# The one FC port of the burst fabric (small_fc_fabric_toml's first host) and its array.
+INITIATOR = "1000000000000001"
+ARRAY = "arr"
+
+
 def sim_request(sim_dir: Path, req: dict) -> dict:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.connect(str(sim_dir / "control"))
-        s.sendall(json.dumps(req).encode())
-        s.shutdown(socket.SHUT_WR)
-        data = b""
-        while chunk := s.recv(1 << 20):
-            data += chunk
-    return json.loads(data)
+    return request(str(sim_dir), req)
 
 
 class Daemon:
@@ -124,8 +110,8 @@ async def burst(d: Daemon, n: int) -> dict:
         if msg.member == "InterfacesAdded" and "/luns/" in msg.body[0]:
             arrivals.append(time.time())
     bus.add_message_handler(on)
-    sim_request(d.sim_dir, {"command": "provision", "array": "arr", "luns": list(range(n)),
-                            "initiators": ["10000090fa000000"]})
+    sim_request(d.sim_dir, {"command": "provision", "array": ARRAY, "luns": list(range(n)),
+                            "initiators": [INITIATOR]})
     cpu0 = cpu_seconds(d.proc.pid)
     added = await call(bus, f"{ROOT}/Manager", "org.example.SanStorage.Manager", "ScanAll",
                        {"timeout": Variant("u", 600)})
@@ -143,15 +129,16 @@ async def burst(d: Daemon, n: int) -> dict:
 
 def sim_share(n: int, base: Path) -> float:
     """CPU time the simulated SAN alone takes to attach n LUNs (it runs inside the daemon)."""
-    fab = parse_fabric(tomllib.loads(fabric_toml(1, 0, n)))
-    sim = SimulatedSan(fab, base / f"simonly{n}" / "sys")
+    sim = SimulatedSan(parse_fabric(tomllib.loads(small_fc_fabric_toml())),
+                       base / f"simonly{n}" / "sys")
     sim.build()
-    sim.provision("arr", 0, 1 << 30, {"10000090fa000000"})
-    for spec in fab.arrays[0].luns.values():
-        spec.masked_to.add("10000090fa000000")
+    for lun in range(n):
+        sim.provision(ARRAY, lun, 1 << 30, {INITIATOR})
     t = time.process_time()
-    sim.write("class/scsi_host/host0/scan", "- - -")
-    return time.process_time() - t
+    sim.scan_host(0, None, None, None)
+    spent = time.process_time() - t
+    sim.close()
+    return spent
 
 
 def main() -> int:
@@ -164,7 +151,8 @@ def main() -> int:
                                  dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
     base.chmod(0o755)
     try:
-        d = Daemon(base / "parallel", fabric_toml(args.hosts, args.delay))
+        d = Daemon(base / "parallel", small_fc_fabric_toml(hosts=args.hosts,
+                                                           scan_delay=args.delay))
         try:
             parallel, sequential = asyncio.run(parallel_vs_sequential(d, args.hosts))
         finally:
@@ -176,7 +164,7 @@ def main() -> int:
         print(f"  ratio parallel / sequential {parallel / sequential:6.2f}")
         rows = []
         for n in (int(x) for x in args.burst.split(",")):
-            d = Daemon(base / f"burst{n}", fabric_toml(1, 0, 0))
+            d = Daemon(base / f"burst{n}", small_fc_fabric_toml())
             try:
                 r = asyncio.run(burst(d, n))
             finally:

@@ -82,6 +82,7 @@ GMO_SIGNATURE = "a{oa{sa{sv}}}"
 _PADS = tuple(b"\0" * n for n in range(8))
 _MAX_ARRAY = 1 << 26            # the D-Bus specification's limit for one array (64 MiB)
 BULK_TIMEOUT = 10.0             # s; how long one large reply may hold up the next
+ROUND_TRIP_TIMEOUT = 2.0        # s; the bus answers GetId behind a large reply in ~50 ms
 
 
 def marshal_entry(path: str, obj: dict[str, dict[str, Variant]]) -> bytes:
@@ -188,6 +189,7 @@ class ObjectTree:
         self._fast_failing = False              # the last build from the cache failed (logged)
         self._gmo_waiting: deque[Message] = deque()
         self._gmo_sender: asyncio.Future | None = None
+        self._pace = True                       # wait for the bus between large replies
 
     def register(self, registry: dict[tuple[str, str], Registration]) -> None:
         """The handlers of every method; raises RuntimeError unless they match the XML."""
@@ -353,12 +355,19 @@ class ObjectTree:
                 continue
             try:
                 await asyncio.wait_for(asyncio.shield(written), BULK_TIMEOUT)
-                if self._gmo_waiting:
-                    await asyncio.wait_for(self._bus_round_trip(), BULK_TIMEOUT)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - a slow or lost bus: go on without pacing
-                pass
+            except Exception:  # noqa: BLE001 - a lost or stuck connection: nothing to wait for
+                continue
+            if self._gmo_waiting and self._pace:
+                try:
+                    await asyncio.wait_for(self._bus_round_trip(), ROUND_TRIP_TIMEOUT)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - a bus that does not answer GetId
+                    self._pace = False
+                    log.info("GetManagedObjects: the bus did not answer GetId (%s); large "
+                             "replies are no longer paced", type(e).__name__)
 
     async def _bus_round_trip(self) -> None:
         """A call to the bus itself (GetId, allowed by every bus policy); its reply comes after

@@ -55,7 +55,9 @@ class SanCore:
                           if self.state_file is not None else None)
         self.origin: dict[str, str] = {}    # the fabric file it was laid out from: path, digest
         self._lock = threading.RLock()
-        self._save_lock = threading.Lock()
+        self._write_lock = threading.Lock()     # one writer of state.json at a time
+        self._snapshots = 0                     # snapshots taken ...
+        self._written = 0                       # ... and the latest one on disk
         self._free_blocks: list[int] = []
         self._next_block = 0
         self._next_host = 0
@@ -91,10 +93,13 @@ class SanCore:
         """The saved state is out of date (call with the lock held): save it shortly. Changes
         close together are saved together: a targeted scan of 4,096 LUNs is 4,096 writes, and
         a save of that many LUNs takes milliseconds. close() saves whatever is left."""
-        if self.state_file is None or self._closed:
+        if self.state_file is None:
             return
         self._unsaved = True
-        if self._save_timer is None:
+        if self._closed:
+            # Kernel work that was under way when the daemon stopped (a scan): save it now.
+            self.save()
+        elif self._save_timer is None:
             self._save_timer = threading.Timer(SAVE_DELAY, self._save_due)
             self._save_timer.daemon = True
             self._save_timer.start()
@@ -107,17 +112,22 @@ class SanCore:
         self.save()
 
     def save(self) -> None:
-        """Write the state now (DIR/state.json)."""
+        """Write the state now (DIR/state.json). Callable with or without the lock held."""
         if self.state_file is None:
             return
-        # The snapshot needs the SAN still; writing it out does not (scans go on meanwhile),
-        # but saves must not overtake each other.
-        with self._save_lock:
-            with self._lock:
-                self._unsaved = False
-                state = persist.snapshot(self)
+        # The snapshot needs the SAN still; writing it out does not (scans go on meanwhile).
+        with self._lock:
+            self._unsaved = False
+            state = persist.snapshot(self)
+            self._snapshots += 1
+            number = self._snapshots
+        # Lock order: _lock before _write_lock, never the other way round.
+        with self._write_lock:
+            if number < self._written:
+                return                      # a later snapshot is on disk already
             try:
                 persist.save(self.state_file, state)
+                self._written = number
                 self._save_failed = False
             except OSError as e:
                 if not self._save_failed:   # once per run of failures, not once per change
@@ -144,7 +154,7 @@ class SanCore:
         w = WriteRecord(rel, data, result, time.time())
         with self._lock:
             self.writes.append(w)
-            if self.write_log is not None and not self._closed:
+            if self.write_log is not None:
                 self.write_log.append(w)
 
     # -- timers (dev_loss_tmo, fabric login) ---------------------------------------------------
@@ -161,6 +171,8 @@ class SanCore:
         timer = threading.Timer(delay, run)
         timer.daemon = True
         with self._lock:
+            if self._closed:
+                return
             self._timers.add(timer)
         timer.start()
 
@@ -168,6 +180,8 @@ class SanCore:
         """Stop the clock and save: no timer fires after this, and the saved state is the last
         word (the next daemon on DIR carries on from it)."""
         with self._lock:
+            self._closed = True
+            self._emit = None
             for t in self._timers:
                 t.cancel()
             self._timers.clear()
@@ -177,9 +191,7 @@ class SanCore:
             if self._unsaved:
                 self.save()
             if self.write_log is not None:
-                self.write_log.close()
-            self._closed = True
-            self._emit = None
+                self.write_log.close()      # reopened if a write still under way ends
 
     # -- lookups every part needs -----------------------------------------------------------
 

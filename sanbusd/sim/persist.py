@@ -130,11 +130,12 @@ def fabric_from_json(d: dict) -> Fabric:
 # -- the whole state ---------------------------------------------------------------------------
 
 def snapshot(san: SanCore) -> dict[str, Any]:
-    """Everything needed to carry on where `san` is (called with its lock held)."""
+    """Everything needed to carry on where `san` is (called with its lock held). Shares nothing
+    mutable with `san`: it is written out after the lock is released."""
     spec_index = {id(s): i for i, s in enumerate(san.fabric.hosts)}
     return {
         "version": VERSION,
-        "origin": san.origin,
+        "origin": dict(san.origin),
         "fabric": fabric_to_json(san.fabric),
         "hosts": [{"number": h.number, "devdir": h.devdir, "spec": spec_index[id(h.spec)],
                    "wwpn": h.wwpn, "wwnn": h.wwnn, "fabric": h.fabric, "vport": h.vport,
@@ -147,8 +148,8 @@ def snapshot(san: SanCore) -> dict[str, Any]:
         "luns": [[*hctl, ddir] for hctl, ddir in san.luns.items()],
         "blocks": [[*hctl, sd] for hctl, sd in san.blocks.items()],
         "vports": [asdict(v) for v in san.vports.values()],
-        "maps": [{**asdict(m), "slaves": list(m.slaves)} for m in san.maps.values()],
-        "counters": {"next_block": san._next_block, "free_blocks": san._free_blocks,
+        "maps": [asdict(m) for m in san.maps.values()],
+        "counters": {"next_block": san._next_block, "free_blocks": list(san._free_blocks),
                      "next_host": san._next_host, "pci_slot": san._pci_slot},
     }
 

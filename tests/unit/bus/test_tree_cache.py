@@ -223,6 +223,7 @@ class FakeBus:
     async def call(self, msg: Message) -> Message:
         assert msg.destination == "org.freedesktop.DBus" and msg.member == "GetId"
         self.round_trips += 1
+        msg.serial = 1000 + self.round_trips
         return Message.new_method_return(msg, "s", ["0" * 32])
 
     def send(self, msg: Message) -> asyncio.Future:
@@ -236,7 +237,8 @@ class FakeBus:
 
 
 async def settle() -> None:
-    for _ in range(10):
+    """Let the tree's sender task run as far as it can."""
+    for _ in range(50):
         await asyncio.sleep(0)
 
 
@@ -275,12 +277,38 @@ def test_large_replies_go_out_one_at_a_time_and_small_ones_do_not_wait_behind_th
              and not f.done()).set_result(None)
         await settle()
         assert bus.round_trips == 2                     # none after the last one
+        assert tree._pace
         large = [m for m, _ in bus.sent if isinstance(m, PremarshalledReply)]
         assert [m.reply_serial for m in large] == [21, 22, 23]
         body = plain(unmarshal(large[-1]._marshall(False)).body[0])
         assert body[lun_path(2)][A]["S"] == "new"
         first = plain(unmarshal(large[0]._marshall(False)).body[0])
         assert first[lun_path(2)][A]["S"] == "xx"   # handed over before the change
+    asyncio.run(asyncio.wait_for(go(), 10))
+
+
+def test_a_bus_that_does_not_answer_between_large_replies_only_stops_the_pacing():
+    async def go():
+        tree = new_tree()
+        bus = FakeBus()
+
+        async def refuse(msg):
+            bus.round_trips += 1
+            raise ConnectionError("no")
+        bus.call = refuse
+        tree.attach(bus)
+        tree.apply({lun_path(1): {A: a_props(1)}})
+        for serial in (21, 22, 23):
+            bus.handler(gmo_call(serial))
+        for _ in range(3):
+            await settle()
+            for m, f in bus.sent:
+                if not f.done():
+                    f.set_result(None)
+        await settle()
+        assert [m.reply_serial for m, _ in bus.sent
+                if isinstance(m, PremarshalledReply)] == [21, 22, 23]
+        assert bus.round_trips == 1 and not tree._pace
     asyncio.run(asyncio.wait_for(go(), 10))
 
 

@@ -1,4 +1,4 @@
-"""The simulated SAN keeps the kernel's semantics (DESIGN.md; reference/kernel-san.md)."""
+"""The simulated SAN keeps the kernel's semantics, for raw sysfs writes too."""
 
 import errno
 import threading
