@@ -133,8 +133,14 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("port-up", help="a target port (re)joins the fabric; initiators log in "
                        "and see its LUNs")
     s.add_argument("wwpn", type=_wwpn)
-    s = sub.add_parser("provision", help="mask LUNs to initiators on an array (hosts see them "
-                       "after a scan)")
+    s = sub.add_parser("fabric-down", help="a fabric's switch goes away: its ports lose their "
+                       "link, their remote ports block, vHBAs on it go Linkdown")
+    s.add_argument("fabric", help="the fabric's name in the fabric file")
+    s = sub.add_parser("fabric-up", help="the fabric's switch is back: ports and vHBAs log in "
+                       "again")
+    s.add_argument("fabric")
+    s = sub.add_parser("provision", help="mask LUNs to initiators (or a vHBA's WWPN) on an "
+                       "array (hosts see them after a scan)")
     s.add_argument("--array", required=True)
     s.add_argument("--lun", required=True, type=_luns, help="e.g. 27,28,29,53 or 27-29")
     s.add_argument("--to", required=True, type=_wwpns, help="initiator WWPNs, comma separated")
@@ -190,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command in ("port-down", "port-up"):
         request(args.dir, {"command": args.command, "wwpn": args.wwpn})
+    elif args.command in ("fabric-down", "fabric-up"):
+        request(args.dir, {"command": args.command, "fabric": args.fabric})
     elif args.command == "provision":
         request(args.dir, {"command": "provision", "array": args.array, "luns": args.lun,
                            "initiators": args.to, "size": args.size})

@@ -80,6 +80,79 @@ class AdminMixin(SanCore):
                     events += self._add_rport(h, ai, self.fabric.arrays[ai], port)
         self._send(events)
 
+    def _fabric_hosts(self, name: str) -> list:
+        known = {h.fabric for h in self.hosts.values()} | {
+            p.fabric for a in self.fabric.arrays for p in a.ports}
+        if name not in known:
+            raise SanAdminError(f"no fabric named {name!r}; the fabric file names "
+                                + ", ".join(sorted(f for f in known if f)))
+        return [h for h in self.hosts.values() if h.spec.type == "fc" and h.fabric == name]
+
+    def fabric_down(self, name: str) -> None:
+        """The fabric's switch goes away: every port on it loses its link, its remote ports
+        block (and go after dev_loss_tmo), and its vports go Linkdown."""
+        with self._changing():
+            events: list[UEvent] = []
+            names = []
+            hosts = self._fabric_hosts(name)
+            for h in hosts:
+                fch = f"{h.devdir}/fc_host/host{h.number}"
+                self.fs.set(fch, "port_state", "Linkdown")
+                events.append(uevent("change", "fc_host", fch))
+                for r in self.rports.values():
+                    if r.host == h.number and r.state != "Blocked":
+                        r.state = "Blocked"
+                        rel = f"class/fc_remote_ports/{r.name}"
+                        self.fs.set(rel, "port_state", "Blocked")
+                        events.append(uevent("change", "fc_remote_ports", self.fs.devpath(rel)))
+                        names.append(r.name)
+            numbers = {h.number for h in hosts}
+            for v in self.vports.values():
+                if v.parent in numbers and v.state != "Linkdown":
+                    v.last_state, v.state = v.state, "Linkdown"
+                    events += self._vport_files(v)
+        self._send(events)
+        self._later(self.fabric.dev_loss_tmo, self._dev_loss, names)
+
+    def fabric_up(self, name: str) -> None:
+        """The switch is back: ports log in again (remote ports come back and are scanned),
+        and vports log in again if the switch does NPIV."""
+        with self._changing():
+            events: list[UEvent] = []
+            hosts = self._fabric_hosts(name)
+            npiv = self.fabric.fabric_npiv.get(name, True)
+            vport_hosts = {v.host for v in self.vports.values()}
+            for h in hosts:
+                if h.number in vport_hosts:
+                    continue            # a vport's host comes up with its vport's login
+                fch = f"{h.devdir}/fc_host/host{h.number}"
+                self.fs.set(fch, "port_state", h.spec.port_state)
+                events.append(uevent("change", "fc_host", fch))
+            numbers = {h.number for h in hosts}
+            for v in self.vports.values():
+                if v.parent in numbers and v.state == "Linkdown":
+                    v.last_state, v.state = v.state, "Active" if npiv else "No Fabric Support"
+                    events += self._vport_files(v)
+                    if v.state == "Active":
+                        fch = f"{self.hosts[v.host].devdir}/fc_host/host{v.host}"
+                        self.fs.set(fch, "port_state", "Online")
+                        events.append(uevent("change", "fc_host", fch))
+            for h in hosts:
+                for r in self.rports.values():
+                    if r.host == h.number and r.state == "Blocked":
+                        r.state = "Online"
+                        rel = f"class/fc_remote_ports/{r.name}"
+                        self.fs.set(rel, "port_state", "Online")
+                        events.append(uevent("change", "fc_remote_ports", self.fs.devpath(rel)))
+                events += self._login(h)
+        self._send(events)
+
+    def _vport_files(self, v) -> list[UEvent]:
+        vrel = f"{self.hosts[v.parent].devdir}/{v.name}/fc_vports/{v.name}"
+        self.fs.set(vrel, "vport_state", v.state)
+        self.fs.set(vrel, "vport_last_state", v.last_state)
+        return [uevent("change", "fc_vports", vrel)]
+
     def provision(self, array: str, lun: int, size: int, initiators: set[str],
                   wwid: str = "") -> None:
         """The array admin maps LUN `lun` to initiator WWPNs. Hosts learn of it only through a

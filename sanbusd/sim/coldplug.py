@@ -9,6 +9,7 @@ from ..model.ids import sysfs_wwn_text
 from .core import SanCore
 from .devices import SimHost
 from .fabric import HostSpec
+from .fc import NO_PORT_ID
 from .files import uevent
 
 # The class and bus directories exist in any kernel that has the subsystems, devices or not.
@@ -68,10 +69,14 @@ class ColdplugMixin(SanCore):
             fc = {"node_name": sysfs_wwn_text(h.wwnn), "port_name": sysfs_wwn_text(h.wwpn),
                   "permanent_port_name": sysfs_wwn_text(h.wwpn),
                   "fabric_name": self._fabric_name(h),
-                  "port_id": (spec.port_id if parent is None and spec.port_id
-                              else f"0x{0x010000 + n * 0x100:06x}"),
-                  "port_state": spec.port_state if parent is None else "Online",
-                  "port_type": "NPIV VPORT" if parent is not None else spec.port_type,
+                  # a vport's own host has no FC address and no link until its fabric login
+                  "port_id": (NO_PORT_ID if parent is not None else
+                              spec.port_id or f"0x{0x010000 + n * 0x100:06x}"),
+                  "port_state": spec.port_state if parent is None else "Linkdown",
+                  # libfc (fcoe) shows a vport's host as an N_Port; lpfc, qla2xxx as NPIV
+                  "port_type": (spec.port_type if parent is None else
+                                "NPort (fabric via point-to-point)" if spec.driver == "fcoe"
+                                else "NPIV VPORT"),
                   "speed": spec.speed, "supported_speeds": "4 Gbit, 8 Gbit, 16 Gbit",
                   "supported_classes": "Class 3", "symbolic_name": f"{spec.driver} sim",
                   "dev_loss_tmo": "60", "tgtid_bind_type": "wwpn (World Wide Port Name)",

@@ -107,6 +107,10 @@ def handle(sim: SimulatedSan, req: object) -> dict:
         sim.port_down(_wwpn(_field(req, "wwpn", str)))
     elif cmd == "port-up":
         sim.port_up(_wwpn(_field(req, "wwpn", str)))
+    elif cmd == "fabric-down":
+        sim.fabric_down(_field(req, "fabric", str))
+    elif cmd == "fabric-up":
+        sim.fabric_up(_field(req, "fabric", str))
     elif cmd == "provision":
         array, luns = _field(req, "array", str), _luns(req)
         size = _size(_field(req, "size", (str, int), "10G"))

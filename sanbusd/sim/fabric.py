@@ -85,6 +85,7 @@ class Fabric:
     arrays: list[ArraySpec]
     scan_delay: float = 0.05        # seconds a `scan` write blocks its host
     dev_loss_tmo: float = 1.0
+    login_delay: float = 0.2        # seconds a new vport's fabric login (FDISC) takes
     fabric_npiv: dict[str, bool] = field(default_factory=dict)   # fabric -> switch allows NPIV
     # fabric -> the switch's WWN as fc_host/fabric_name shows it; 0 for no switch (FCoE VN2VN)
     fabric_wwn: dict[str, int] = field(default_factory=dict)
@@ -172,7 +173,8 @@ def parse_fabric(data: dict) -> Fabric:
     fabric = Fabric(
         hosts=[], arrays=[],
         scan_delay=_get(defaults, "scan_delay", float, "defaults", 0.05),
-        dev_loss_tmo=_get(defaults, "dev_loss_tmo", float, "defaults", 1.0))
+        dev_loss_tmo=_get(defaults, "dev_loss_tmo", float, "defaults", 1.0),
+        login_delay=_get(defaults, "login_delay", float, "defaults", 0.2))
     for name, sw in _table(data, "switch").items():
         if not isinstance(sw, dict):
             raise FabricError(f"switch.{name}: must be a table, [switch.{name}]")

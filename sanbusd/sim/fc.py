@@ -18,8 +18,12 @@ from .devices import SimHost, SimRport, SimVport
 from .fabric import ArraySpec, PortSpec
 from .files import uevent
 
-# Fabric login (FDISC) of a new vport completes this long after the vport_create write returns.
-VPORT_LOGIN_DELAY = 0.2
+# A vport's own host before its fabric login: the kernel shows no FC address yet.
+NO_PORT_ID = "0xffffffff"
+
+
+def vport_host_port_id(n: int) -> str:
+    return f"0x{0x010000 + n * 0x100:06x}"
 
 
 class FcMixin(SanCore):
@@ -120,8 +124,11 @@ class FcMixin(SanCore):
     # -- NPIV vports ----------------------------------------------------------------------------
 
     def _vport_create(self, parent: SimHost, wwpn: str, wwnn: str,
-                      login_delay: float | None = VPORT_LOGIN_DELAY) -> None:
-        """`login_delay` None: a vport that existed before we started, logged in already."""
+                      login_delay: float | None = -1.0) -> None:
+        """`login_delay` None: a vport that existed before we started, logged in already;
+        -1: the fabric file's login_delay (the write returns before the login, as on HBAs)."""
+        if login_delay is not None and login_delay < 0:
+            login_delay = self.fabric.login_delay
         with self._changing():
             in_use = sum(1 for v in self.vports.values() if v.parent == parent.number)
             if in_use >= parent.spec.max_npiv_vports:
@@ -170,14 +177,18 @@ class FcMixin(SanCore):
             state, v.pending = v.pending, ""
             h = self.hosts[v.host]
             vrel = f"{self.hosts[v.parent].devdir}/{name}/fc_vports/{name}"
-            v.last_state, v.state = v.state if v.state != "Initializing" else "Unknown", state
+            # A vport that never logs in saw its link down first (as a real kernel reports it);
+            # one that logs in was Initializing.
+            v.last_state = "Initializing" if state == "Active" else "Linkdown"
+            v.state = state
             self.fs.set(vrel, "vport_state", state)
             self.fs.set(vrel, "vport_last_state", v.last_state)
             events = [uevent("change", "fc_vports", vrel)]
-            if state != "Active":
-                self.fs.set(f"{h.devdir}/fc_host/host{h.number}", "port_state", "Linkdown")
-                events.append(uevent("change", "fc_host", f"{h.devdir}/fc_host/host{h.number}"))
-            else:
+            fch = f"{h.devdir}/fc_host/host{h.number}"
+            if state == "Active":
+                self.fs.set(fch, "port_state", "Online")
+                self.fs.set(fch, "port_id", vport_host_port_id(h.number))
+                events.append(uevent("change", "fc_host", fch))
                 events += self._login(h)
         self._send(events)
 
@@ -225,7 +236,7 @@ class FcMixin(SanCore):
         """After reopening a saved SAN: the fabric logins that were under way complete."""
         for v in self.vports.values():
             if v.pending:
-                self._later(VPORT_LOGIN_DELAY, self._vport_login, v.name)
+                self._later(self.fabric.login_delay, self._vport_login, v.name)
 
 
 def _vport_wwns(wwpn: str, wwnn: str) -> tuple[str, str]:

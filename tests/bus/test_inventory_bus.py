@@ -53,7 +53,7 @@ def test_an_npiv_vport_is_a_vhba_object_linked_to_both_hosts(daemon):
     v = {k: x["data"] for k, x in objs[VHBA]["org.example.SanStorage.Vhba"].items()}
     assert v == {"Name": "vport-1:0-0", "WWPN": "5001a4a0aa000001", "WWNN": "5001a4a0bb000001",
                  "Parent": f"{ROOT}/hosts/host1", "Host": f"{ROOT}/hosts/host4",
-                 "State": "Active", "LastState": "Unknown", "Persistent": False}
+                 "State": "Active", "LastState": "Initializing", "Persistent": False}
     own = objs[f"{ROOT}/hosts/host4"]["org.example.SanStorage.FcHost"]
     assert own["Vhba"]["data"] == VHBA and own["PortType"]["data"] == "NPIV VPORT"
     assert own["NpivCapable"]["data"] is False

@@ -334,3 +334,33 @@ def test_64_concurrent_creates_never_exceed_the_limit(system_bus, tmp_path):
         assert objs[f"{ROOT}/hosts/host0"]["org.example.SanStorage.FcHost"]["VportsInUse"] == 48
     finally:
         assert d.stop() == 0
+
+
+def test_a_fabric_going_down_and_back_shows_on_the_vhba(npiv):
+    d = npiv
+    create(d, "wwpn", "s", "5001a4a000000021", check=True)
+    path = f"{ROOT}/vhbas/5001a4a000000021"
+    d.sim({"command": "fabric-down", "fabric": "A"})
+
+    def vhba_state():
+        objs = objects(d)
+        return (objs[path]["org.example.SanStorage.Vhba"]["State"],
+                objs[f"{ROOT}/hosts/host0"]["org.example.SanStorage.FcHost"]["PortState"])
+    wait_until(lambda: vhba_state() == ("Linkdown", "Linkdown"), timeout=10)
+    d.sim({"command": "fabric-up", "fabric": "A"})
+    wait_until(lambda: vhba_state() == ("Active", "Online"), timeout=10)
+    v = objects(d)[path]["org.example.SanStorage.Vhba"]
+    assert v["LastState"] == "Linkdown"
+    with pytest.raises(SystemExit, match="no fabric named"):
+        d.sim({"command": "fabric-down", "fabric": "nope"})
+
+
+def test_login_delay_is_the_fabric_files(system_bus, tmp_path):
+    d = start_daemon(system_bus, tmp_path, npiv_fabric(tmp_path / "f.toml", login_delay=1.5))
+    try:
+        t0 = time.monotonic()
+        create(d, "wwpn", "s", "5001a4a000000081", check=True)
+        took = time.monotonic() - t0
+        assert 1.5 <= took < 1.5 + 1.5, took
+    finally:
+        assert d.stop() == 0
