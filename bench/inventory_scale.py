@@ -40,7 +40,7 @@ from dbus_fast import Message  # noqa: E402
 from dbus_fast._private.marshaller import Marshaller  # noqa: E402
 from sanbusd.client import connect  # noqa: E402
 
-from sanbusd.cli.sim import generate  # noqa: E402
+from sanbusd.sim.generate import generate  # noqa: E402
 from sanbusd.devbus import PrivateBus  # noqa: E402
 from sanbusd.sim.fabric import parse_fabric  # noqa: E402
 from sanbusd.sim.san import SimulatedSan  # noqa: E402

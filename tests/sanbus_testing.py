@@ -21,6 +21,7 @@ from pathlib import Path
 from sanbusd import client
 from sanbusd.cli.sim import request as sim_request
 from sanbusd.devbus import PrivateBus
+from sanbusd.sim.generate import small_fc_fabric
 
 TOP = Path(__file__).resolve().parents[1]
 DEMO_FABRIC = TOP / "data" / "fabrics" / "demo.toml"
@@ -211,24 +212,8 @@ class Signals:
         self.bus.disconnect()
 
 
-def fc_fabric(path: Path, *, hosts: int = 1, scan_delay: float = 0.0,
-              host_delays: dict[int, float] | None = None, luns: tuple[int, ...] = (),
-              array_ports: int = 1) -> Path:
-    """A small fabric file: `hosts` FC ports (WWPN 100000000000000N) zoned to `array_ports`
-    ports of one array (50000000000000N1; on each host, SCSI targets 0, 1, ...) whose `luns`
-    are masked to all of them."""
-    wwpns = [f"10000000000000{n + 1:02x}" for n in range(hosts)]
-    out = [f"[defaults]\nscan_delay = {scan_delay}"]
-    for n, wwpn in enumerate(wwpns):
-        out.append(f'[[host]]\ntype = "fc"\nwwnn = "2{wwpn[1:]}"\nwwpn = "{wwpn}"\n'
-                   'fabric = "A"')
-        if host_delays and n in host_delays:
-            out.append(f"scan_delay = {host_delays[n]}")
-    out.append('[[array]]\nname = "arr"\nwwnn = "5000000000000001"')
-    for n in range(array_ports):
-        out.append(f'[[array.port]]\nwwpn = "50000000000000{n + 1}1"\nfabric = "A"')
-    masked = ", ".join(f'"{w}"' for w in wwpns)
-    for lun in luns:
-        out.append(f"[[array.lun]]\nlun = {lun}\nmasked_to = [{masked}]")
-    path.write_text("\n".join(out) + "\n")
-    return path
+def fc_fabric(path: Path, **kw) -> Path:
+    """A small fabric file (sanbusd.sim.generate.small_fc_fabric, also what `sanbusd-sim`
+    and the benchmarks use): `hosts` FC ports (WWPN 100000000000000N) zoned to `array_ports`
+    ports of one array (50000000000000N1) whose `luns` are masked to all of them."""
+    return small_fc_fabric(path, **kw)

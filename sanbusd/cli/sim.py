@@ -16,7 +16,7 @@ import sys
 from ..config import default_sim_dir
 from ..model.ids import normalize_wwn, parse_size
 from ..sim.fabric import FabricError
-from ..sim.generate import generate     # bench/inventory_scale.py still imports it from here
+from ..sim.generate import generate
 from ..sim.san import SimulatedSan
 
 PROG = "sanbusd-sim"

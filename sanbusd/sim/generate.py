@@ -40,10 +40,11 @@ def generate(hosts: int, paths: int, targets: int, wwids: int, delay: float) -> 
 
 def small_fc_fabric_toml(*, hosts: int = 1, scan_delay: float = 0.0,
                          host_delays: dict[int, float] | None = None,
-                         luns: tuple[int, ...] = ()) -> str:
-    """`hosts` FC ports (WWPN 10000000000000NN, NN from 01, on fabric "A") zoned to one port
-    (5000000000000011) of the array "arr", whose `luns` are masked to all of them.
-    `host_delays`: host index -> that host's own scan_delay."""
+                         luns: tuple[int, ...] = (), array_ports: int = 1) -> str:
+    """`hosts` FC ports (WWPN 10000000000000NN, NN from 01, on fabric "A") zoned to
+    `array_ports` ports (50000000000000N1: on each host, SCSI targets 0, 1, ...) of the array
+    "arr", whose `luns` are masked to all of them. `host_delays`: host index -> that host's own
+    scan_delay."""
     wwpns = [f"10000000000000{n + 1:02x}" for n in range(hosts)]
     out = [f"[defaults]\nscan_delay = {scan_delay}"]
     for n, wwpn in enumerate(wwpns):
@@ -51,18 +52,16 @@ def small_fc_fabric_toml(*, hosts: int = 1, scan_delay: float = 0.0,
                    'fabric = "A"')
         if host_delays and n in host_delays:
             out.append(f"scan_delay = {host_delays[n]}")
-    out.append('[[array]]\nname = "arr"\nwwnn = "5000000000000001"\n[[array.port]]\n'
-               'wwpn = "5000000000000011"\nfabric = "A"')
+    out.append('[[array]]\nname = "arr"\nwwnn = "5000000000000001"')
+    for n in range(array_ports):
+        out.append(f'[[array.port]]\nwwpn = "50000000000000{n + 1}1"\nfabric = "A"')
     masked = ", ".join(f'"{w}"' for w in wwpns)
     for lun in luns:
         out.append(f"[[array.lun]]\nlun = {lun}\nmasked_to = [{masked}]")
     return "\n".join(out) + "\n"
 
 
-def small_fc_fabric(path: Path, *, hosts: int = 1, scan_delay: float = 0.0,
-                    host_delays: dict[int, float] | None = None,
-                    luns: tuple[int, ...] = ()) -> Path:
-    """Write small_fc_fabric_toml(...) to `path` and return it."""
-    path.write_text(small_fc_fabric_toml(hosts=hosts, scan_delay=scan_delay,
-                                         host_delays=host_delays, luns=luns))
+def small_fc_fabric(path: Path, **kw) -> Path:
+    """Write small_fc_fabric_toml(**kw) to `path` and return it."""
+    path.write_text(small_fc_fabric_toml(**kw))
     return path
