@@ -31,21 +31,17 @@ from dbus_fast import Variant  # noqa: E402
 
 from sanbusd import client  # noqa: E402
 from sanbusd.devbus import PrivateBus  # noqa: E402
+from sanbusd.sim.generate import small_fc_fabric_toml  # noqa: E402
 
 ROOT = "/org/example/SanStorage"
 MGR = ROOT + "/Manager"
 
 
 def fabric(parents: int, max_vports: int, delay: float, zoned: list[str]) -> str:
-    out = [f"[defaults]\nscan_delay = 0.01\nlogin_delay = {delay}\n[switch.A]\nnpiv = true\n"]
-    for n in range(parents):
-        out.append(f'[[host]]\ntype = "fc"\nwwnn = "20000090fa{n:06x}"\n'
-                   f'wwpn = "10000090fa{n:06x}"\nfabric = "A"\nmax_npiv_vports = {max_vports}\n')
-    out.append('[[array]]\nname = "arr"\nwwnn = "500a098000000001"\n[[array.port]]\n'
-               'wwpn = "500a098100000001"\nfabric = "A"\n')
-    masked = ", ".join(f'"{w}"' for w in zoned)
-    out.append(f"[[array.lun]]\nlun = 1\nmasked_to = [{masked}]\n")
-    return "\n".join(out)
+    """`parents` NPIV-capable ports (WWPN 10000000000000NN) and LUN 1 zoned to `zoned`."""
+    return small_fc_fabric_toml(hosts=parents, scan_delay=0.01, max_npiv_vports=max_vports,
+                                switch_npiv=True, login_delay=delay,
+                                zoned={1: zoned} if zoned else None)
 
 
 def start(bus: PrivateBus, fabric_file: Path, sim_dir: Path, *extra: str) -> tuple[subprocess.Popen, float]:
@@ -143,8 +139,8 @@ def main() -> int:
         state = work / "many" / "state"
         state.mkdir(parents=True)
         records = [{"wwpn": f"5001a4a00002{n:04x}", "wwnn": f"5001a4a00003{n:04x}",
-                    "parent_wwnn": f"20000090fa{n // 64:06x}",
-                    "parent_wwpn": f"10000090fa{n // 64:06x}"} for n in range(256)]
+                    "parent_wwnn": f"20000000000000{n // 64 + 1:02x}",
+                    "parent_wwpn": f"10000000000000{n // 64 + 1:02x}"} for n in range(256)]
         (state / "vhbas.json").write_text(json.dumps({"vhbas": records}))
         p, took = start(bus, f, work / "many", "--sim-fresh")
 

@@ -40,24 +40,40 @@ def generate(hosts: int, paths: int, targets: int, wwids: int, delay: float) -> 
 
 def small_fc_fabric_toml(*, hosts: int = 1, scan_delay: float = 0.0,
                          host_delays: dict[int, float] | None = None,
-                         luns: tuple[int, ...] = (), array_ports: int = 1) -> str:
-    """`hosts` FC ports (WWPN 10000000000000NN, NN from 01, on fabric "A") zoned to
-    `array_ports` ports (50000000000000N1: on each host, SCSI targets 0, 1, ...) of the array
-    "arr", whose `luns` are masked to all of them. `host_delays`: host index -> that host's own
-    scan_delay."""
+                         luns: tuple[int, ...] = (), array_ports: int = 1,
+                         max_npiv_vports: int | list[int] = 0, switch_npiv: bool | None = None,
+                         login_delay: float | None = None,
+                         zoned: dict[int, list[str]] | None = None) -> str:
+    """`hosts` FC ports (WWPN 10000000000000NN, WWNN 20000000000000NN, NN from 01, on fabric
+    "A") zoned to `array_ports` ports (50000000000000N1: on each host, SCSI targets 0, 1, ...)
+    of the array "arr", whose `luns` are masked to all of them, and whose `zoned` LUNs to the
+    WWPNs given (a vHBA's, say). `host_delays`: host index -> that host's own scan_delay.
+    `max_npiv_vports`: for every host, or per host (0: no NPIV). `switch_npiv`: whether fabric
+    A's switch accepts NPIV logins (None: not said, so it does)."""
     wwpns = [f"10000000000000{n + 1:02x}" for n in range(hosts)]
-    out = [f"[defaults]\nscan_delay = {scan_delay}"]
+    npiv = (max_npiv_vports if isinstance(max_npiv_vports, list)
+            else [max_npiv_vports] * hosts)
+    defaults = f"[defaults]\nscan_delay = {scan_delay}"
+    if login_delay is not None:
+        defaults += f"\nlogin_delay = {login_delay}"
+    out = [defaults]
+    if switch_npiv is not None:
+        out.append(f"[switch.A]\nnpiv = {'true' if switch_npiv else 'false'}")
     for n, wwpn in enumerate(wwpns):
         out.append(f'[[host]]\ntype = "fc"\nwwnn = "2{wwpn[1:]}"\nwwpn = "{wwpn}"\n'
                    'fabric = "A"')
         if host_delays and n in host_delays:
             out.append(f"scan_delay = {host_delays[n]}")
+        if n < len(npiv) and npiv[n]:
+            out.append(f"max_npiv_vports = {npiv[n]}")
     out.append('[[array]]\nname = "arr"\nwwnn = "5000000000000001"')
     for n in range(array_ports):
         out.append(f'[[array.port]]\nwwpn = "50000000000000{n + 1}1"\nfabric = "A"')
     masked = ", ".join(f'"{w}"' for w in wwpns)
     for lun in luns:
         out.append(f"[[array.lun]]\nlun = {lun}\nmasked_to = [{masked}]")
+    for lun, to in (zoned or {}).items():
+        out.append(f"[[array.lun]]\nlun = {lun}\nmasked_to = [{', '.join(repr(w).replace(chr(39), chr(34)) for w in to)}]")
     return "\n".join(out) + "\n"
 
 

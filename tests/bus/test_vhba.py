@@ -19,32 +19,19 @@ from dbus_fast import Variant
 
 from sanbusd import client
 
-from sanbus_testing import ROOT, busctl, sanctl, start_daemon, wait_until
+from sanbus_testing import ROOT, busctl, fc_fabric, sanctl, start_daemon, wait_until
 
 MGR = f"{ROOT}/Manager"
-PARENT_WWPN = "10000000000000a1"
-PARENT_WWNN = "20000000000000a1"
+PARENT_WWPN = "1000000000000001"
+PARENT_WWNN = "2000000000000001"
 
 
 def npiv_fabric(path: Path, *, max_vports: int = 4, npiv: bool = True, luns: dict | None = None,
                 login_delay: float | None = None) -> Path:
     """One NPIV-capable FC port (host0) and one without NPIV (host1) on fabric A, an array
     port on it, and LUNs masked to the WWPNs given ({lun: [wwpn, ...]})."""
-    out = ["[defaults]", "scan_delay = 0.0"]
-    if login_delay is not None:
-        out.append(f"login_delay = {login_delay}")
-    out += [f"[switch.A]\nnpiv = {'true' if npiv else 'false'}",
-            f'[[host]]\ntype = "fc"\nwwnn = "{PARENT_WWNN}"\nwwpn = "{PARENT_WWPN}"\n'
-            f'fabric = "A"\nmax_npiv_vports = {max_vports}',
-            '[[host]]\ntype = "fc"\nwwnn = "20000000000000b1"\nwwpn = "10000000000000b1"\n'
-            'fabric = "A"',
-            '[[array]]\nname = "arr"\nwwnn = "5000000000000001"\n[[array.port]]\n'
-            'wwpn = "5000000000000011"\nfabric = "A"']
-    for lun, wwpns in (luns or {}).items():
-        masked = ", ".join(f'"{w}"' for w in wwpns)
-        out.append(f"[[array.lun]]\nlun = {lun}\nmasked_to = [{masked}]")
-    path.write_text("\n".join(out) + "\n")
-    return path
+    return fc_fabric(path, hosts=2, max_npiv_vports=[max_vports, 0], switch_npiv=npiv,
+                     login_delay=login_delay, zoned=luns)
 
 
 @dataclass
