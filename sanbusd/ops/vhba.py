@@ -220,11 +220,13 @@ class VhbaOps:
             state = "Initializing" if v is None else v.state
             err = self._login_error(req, state)
             if req.keep_failed and v is not None:
-                log.warning("vHBA %s on host%d did not log in to the fabric (%s); kept",
+                # As asked (keep_failed): the caller sees the state; nothing is wrong here.
+                log.info("vHBA %s on host%d did not log in to the fabric (%s); kept",
                             req.wwpn, req.parent, state)
             else:
-                log.warning("vHBA %s on host%d did not log in to the fabric (%s); deleting it "
-                            "again", req.wwpn, req.parent, state)
+                # The caller gets the error; the daemon itself is fine.
+                log.info("vHBA %s on host%d did not log in to the fabric (%s); deleting it "
+                         "again", req.wwpn, req.parent, state)
                 await self._cleanup(req, v)
                 raise err
         elif req.wait_luns and v.host is not None:
