@@ -102,12 +102,9 @@ def _lun(text: str) -> int:
 
 def _size(text: str) -> str:
     try:
-        ok = parse_size(text) > 0
-    except (ValueError, IndexError):
-        ok = False
-    if not ok:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size: give bytes or a number with "
-                                         "K, M, G or T, e.g. 10G")
+        parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     return text
 
 

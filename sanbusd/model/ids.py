@@ -113,23 +113,38 @@ def parse_roles(text: str) -> tuple[str, ...]:
 
 
 def parse_size(text: str | int) -> int:
-    """"10G", "512M", "2T", "4096" -> bytes (powers of 1024), for fabric files."""
-    if isinstance(text, int):
-        return text
-    s = text.strip().upper().removesuffix("B").removesuffix("I")
-    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(s[-1:] if s else "", 1)
-    if mult != 1:
-        s = s[:-1]
-    return int(float(s) * mult)
+    """"10G", "512M", "2T", "4096" -> bytes (powers of 1024), more than 0; ValueError
+    otherwise, saying what to give."""
+    try:
+        if isinstance(text, bool) or not isinstance(text, (str, int)):
+            raise ValueError
+        if isinstance(text, int):
+            size = text
+        else:
+            s = text.strip().upper().removesuffix("B").removesuffix("I")
+            mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(s[-1:], 1)
+            if mult != 1:
+                s = s[:-1]
+            size = int(float(s) * mult)
+    except (ValueError, OverflowError):
+        raise ValueError(f"size {text!r} is not a size: give bytes or a number with K, M, G "
+                         "or T, e.g. 10G") from None
+    if size <= 0:
+        raise ValueError(f"size {text!r} must be more than 0")
+    return size
+
+
+def letters(index: int) -> str:
+    """The kernel's and multipath's bijective base-26 names: 0 -> a, 25 -> z, 26 -> aa."""
+    out = ""
+    n = index
+    while True:
+        out = chr(ord("a") + n % 26) + out
+        n = n // 26 - 1
+        if n < 0:
+            return out
 
 
 def block_device_name(index: int) -> str:
     """sd_format_disk_name(): 0 -> sda, 25 -> sdz, 26 -> sdaa, 701 -> sdzz, 702 -> sdaaa."""
-    letters = ""
-    n = index
-    while True:
-        letters = chr(ord("a") + n % 26) + letters
-        n = n // 26 - 1
-        if n < 0:
-            break
-    return "sd" + letters
+    return "sd" + letters(index)

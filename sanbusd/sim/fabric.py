@@ -126,17 +126,10 @@ def _table(d: dict, key: str, where: str = "") -> dict:
 
 
 def _size(d: dict, where: str, default: str) -> int:
-    v = d.get("size", default)
     try:
-        if isinstance(v, bool) or not isinstance(v, (str, int)):
-            raise ValueError
-        size = parse_size(v)
-    except (ValueError, IndexError):
-        raise FabricError(f"{where}: size {v!r} is not a size; give bytes or a number with K, "
-                          "M, G or T, e.g. \"10G\"") from None
-    if size <= 0:
-        raise FabricError(f"{where}: size must be more than 0")
-    return size
+        return parse_size(d.get("size", default))
+    except ValueError as e:
+        raise FabricError(f"{where}: {e}") from None
 
 
 def _wwn(d: dict, key: str, where: str) -> str:

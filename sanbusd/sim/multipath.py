@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ..backend.uevent import UEvent
 from ..model.ids import HCTL, multipath_wwid
+from ..model.ids import letters
 from .core import SanAdminError, SanCore
 from .devices import SimMap
 from .files import uevent
@@ -21,13 +22,7 @@ DM_MAJOR = 253
 
 def _friendly_name(index: int) -> str:
     """multipath's user_friendly_names: 0 -> mpatha, 25 -> mpathz, 26 -> mpathaa."""
-    letters = ""
-    n = index
-    while True:
-        letters = chr(ord("a") + n % 26) + letters
-        n = n // 26 - 1
-        if n < 0:
-            return "mpath" + letters
+    return "mpath" + letters(index)
 
 
 class MultipathMixin(SanCore):
