@@ -43,6 +43,10 @@ class Backend(Protocol):
     def vport_delete(self, host: int, wwpn: str, wwnn: str) -> None:
         """Delete the vport with these WWNs from FC host `host`."""
 
+    def block_users(self, block: str) -> list[str]:
+        """Who holds this block device open or mounted ("mounted on /srv", "qemu-system-x86
+        (pid 4242)"); [] when nobody. Blocking (reads /proc)."""
+
     def block_ready(self, block: str) -> bool:
         """Has the system finished setting up this block device (udev rules run, by-id links
         made), so that it can be handed to a VM?"""

@@ -57,6 +57,37 @@ class KernelBackend:
         if self._monitor is not None:
             self._monitor.stop()
 
+    def block_users(self, block: str) -> list[str]:
+        # As fuser and udisks do: mounts by device number, then every process's open files.
+        # Holders (dm, md) are in the inventory already.
+        try:
+            with open(os.path.join(self.reader.root, "class", "block", block, "dev")) as f:
+                dev = f.read().strip()
+        except OSError:
+            return []
+        users = []
+        try:
+            with open("/proc/self/mountinfo") as f:
+                for line in f:
+                    fields = line.split()
+                    if len(fields) > 4 and fields[2] == dev:
+                        users.append(f"mounted on {fields[4]}")
+        except OSError:
+            pass
+        node = f"/dev/{block}"
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                for fd in os.listdir(f"/proc/{pid}/fd"):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == node:
+                        with open(f"/proc/{pid}/comm") as c:
+                            users.append(f"{c.read().strip()} (pid {pid})")
+                        break
+            except OSError:
+                continue            # gone, or not ours to read
+        return users
+
     def block_ready(self, block: str) -> bool:
         # udevd writes its database entry (/run/udev/data/bMAJ:MIN) after running the rules
         # and before it announces the event: then the /dev/disk/by-* links exist too.

@@ -130,6 +130,12 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("port-up", help="a target port (re)joins the fabric; initiators log in "
                        "and see its LUNs")
     s.add_argument("wwpn", type=_wwpn)
+    s = sub.add_parser("hold-open", help="a process on the host holds a disk open (e.g. a VM): "
+                       "sanbusd must not remove it")
+    s.add_argument("block", help="the disk, e.g. sdc")
+    s.add_argument("--by", default="a process", help="who holds it (shown in Busy errors)")
+    s = sub.add_parser("release", help="the process closes the disk again")
+    s.add_argument("block")
     s = sub.add_parser("fabric-down", help="a fabric's switch goes away: its ports lose their "
                        "link, their remote ports block, vHBAs on it go Linkdown")
     s.add_argument("fabric", help="the fabric's name in the fabric file")
@@ -193,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command in ("port-down", "port-up"):
         request(args.dir, {"command": args.command, "wwpn": args.wwpn})
+    elif args.command == "hold-open":
+        request(args.dir, {"command": "hold-open", "block": args.block, "by": args.by})
+    elif args.command == "release":
+        request(args.dir, {"command": "release", "block": args.block})
     elif args.command in ("fabric-down", "fabric-up"):
         request(args.dir, {"command": args.command, "fabric": args.fabric})
     elif args.command == "provision":

@@ -58,6 +58,10 @@ class LunOps:
         if m is not None and not force:
             raise errors.Busy(f"{hctl} (/dev/{lun.block}) is a path of multipath map {m.name}; "
                               "flush the map first, or pass force=true to remove the path anyway")
+        users = await asyncio.to_thread(self.backend.block_users, lun.block) if lun.block else []
+        if users and not force:
+            raise errors.Busy(f"{hctl} (/dev/{lun.block}) is in use by {', '.join(users)}; "
+                              "stop using it first, or pass force=true to remove it anyway")
         if self.scanner.is_scanning(hctl.host):
             raise errors.Busy(f"a scan of host{hctl.host} is running and could add {hctl} right "
                               "back; delete it once the scan has finished")

@@ -322,25 +322,34 @@ class VhbaOps:
     # -- delete ---------------------------------------------------------------------------------
 
     def in_use(self, v: Vport) -> list[str]:
-        """Why the vHBA's LUNs are in use (a multipath map holds one), or []."""
+        """Why the vHBA's LUNs are in use (a multipath map holds one, or a process has one
+        open or mounted), or []. Blocking (reads /proc)."""
         inv = self.state.inventory
         out = []
         if v.host is None:
             return out
         for lun in inv.luns.values():
-            if lun.hctl.host == v.host and lun.holder:
+            if lun.hctl.host != v.host:
+                continue
+            if lun.holder:
                 m = inv.maps.get(lun.holder)
                 out.append(f"{lun.hctl} (/dev/{lun.block}) is a path of "
                            f"{'multipath map ' + m.name if m else lun.holder}")
+            elif lun.block:
+                users = self.backend.block_users(lun.block)
+                if users:
+                    out.append(f"{lun.hctl} (/dev/{lun.block}) is in use by "
+                               + ", ".join(users))
         return out
 
     async def delete(self, wwpn: str, force: bool = False) -> None:
         v = self.find(wwpn)
         if v is None:
             raise errors.NotFound(f"no vHBA with WWPN {wwpn}")
-        busy = self.in_use(v)
+        busy = await asyncio.to_thread(self.in_use, v)
         if busy and not force:
-            raise errors.Busy("; ".join(busy) + ": flush the maps first, or pass force=true")
+            raise errors.Busy("; ".join(busy) + ": stop using them (flush the map, stop the "
+                              "VM) first, or pass force=true")
         if v.host is not None and self.scanner.is_scanning(v.host):
             raise errors.Busy(f"a scan of host{v.host} (this vHBA) is running; delete it once "
                               "the scan has finished")

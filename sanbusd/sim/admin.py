@@ -80,6 +80,22 @@ class AdminMixin(SanCore):
                     events += self._add_rport(h, ai, self.fabric.arrays[ai], port)
         self._send(events)
 
+    def hold_open(self, block: str, by: str) -> None:
+        """Someone on the host opens a disk (a VM's QEMU, a mount): it is in use."""
+        with self._changing():
+            if block not in self.blocks.values():
+                raise SanAdminError(f"no disk {block!r}; `sanbusd-sim status` lists them")
+            self.opened[block] = by
+
+    def release(self, block: str) -> None:
+        with self._changing():
+            if self.opened.pop(block, None) is None:
+                raise SanAdminError(f"{block!r} is not held open")
+
+    def block_users(self, block: str) -> list[str]:
+        with self._lock:
+            return [self.opened[block]] if block in self.opened else []
+
     def _fabric_hosts(self, name: str) -> list:
         known = {h.fabric for h in self.hosts.values()} | {
             p.fabric for a in self.fabric.arrays for p in a.ports}

@@ -43,6 +43,9 @@ class SimBackend:
     def vport_delete(self, host: int, wwpn: str, wwnn: str) -> None:
         self.sim.vport_delete(host, wwpn, wwnn)
 
+    def block_users(self, block: str) -> list[str]:
+        return self.sim.block_users(block)
+
     def block_ready(self, block: str) -> bool:
         return True                 # no udev rules run on the simulated SAN
 

@@ -101,6 +101,10 @@ def handle(sim: SimulatedSan, req: object) -> dict:
         sim.port_down(_wwpn(_field(req, "wwpn", str)))
     elif cmd == "port-up":
         sim.port_up(_wwpn(_field(req, "wwpn", str)))
+    elif cmd == "hold-open":
+        sim.hold_open(_field(req, "block", str), _field(req, "by", str, "a process"))
+    elif cmd == "release":
+        sim.release(_field(req, "block", str))
     elif cmd == "fabric-down":
         sim.fabric_down(_field(req, "fabric", str))
     elif cmd == "fabric-up":

@@ -48,6 +48,7 @@ class SanCore:
         self.blocks: dict[HCTL, str] = {}   # hctl -> sdX
         self.vports: dict[str, SimVport] = {}
         self.maps: dict[str, SimMap] = {}   # dm-N -> map
+        self.opened: dict[str, str] = {}    # sdX -> who holds it open (a VM's process, say)
         self.writes: list[WriteRecord] = []
         # None: the state lives only in this process (unit tests, benchmarks).
         self.state_file = Path(state_file) if state_file is not None else None

@@ -149,6 +149,7 @@ def snapshot(san: SanCore) -> dict[str, Any]:
         "blocks": [[*hctl, sd] for hctl, sd in san.blocks.items()],
         "vports": [asdict(v) for v in san.vports.values()],
         "maps": [asdict(m) for m in san.maps.values()],
+        "opened": dict(san.opened),
         "counters": {"next_block": san._next_block, "free_blocks": list(san._free_blocks),
                      "next_host": san._next_host, "pci_slot": san._pci_slot},
     }
@@ -175,6 +176,7 @@ def restore(san: SanCore, state: dict) -> None:
         blocks = {HCTL(*row[:4]): row[4] for row in state["blocks"]}
         vports = {v["name"]: SimVport(**v) for v in state["vports"]}
         maps = {m["dm"]: SimMap(**m) for m in state["maps"]}
+        opened = {str(k): str(v) for k, v in state.get("opened", {}).items()}
         c = state["counters"]
         counters = (int(c["next_block"]), [int(i) for i in c["free_blocks"]],
                     int(c["next_host"]), int(c["pci_slot"]))
@@ -182,7 +184,7 @@ def restore(san: SanCore, state: dict) -> None:
     except (KeyError, TypeError, ValueError, IndexError, StopIteration) as e:
         raise StateError(f"the saved state does not fit ({type(e).__name__}: {e})") from None
     san.fabric, san.hosts, san.rports, san.luns, san.blocks = fabric, hosts, rports, luns, blocks
-    san.vports, san.maps, san.origin = vports, maps, origin
+    san.vports, san.maps, san.origin, san.opened = vports, maps, origin, opened
     if san.write_log is not None:
         san.writes = san.write_log.read()
     san._next_block, san._free_blocks, san._next_host, san._pci_slot = counters

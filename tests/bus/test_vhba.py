@@ -351,3 +351,34 @@ def test_login_delay_is_the_fabric_files(system_bus, tmp_path):
         assert 1.5 <= took < 1.5 + 1.5, took
     finally:
         assert d.stop() == 0
+
+
+def test_delete_is_busy_while_a_lun_behind_it_is_held_open(npiv):
+    d = npiv
+    create(d, "wwpn", "s", "5001a4a000000021", check=True)
+    objs = objects(d)
+    host = objs[f"{ROOT}/vhbas/5001a4a000000021"]["org.example.SanStorage.Vhba"]["Host"]
+    (lun,) = objs[host]["org.example.SanStorage.ScsiHost"]["Luns"]
+    block = objs[lun]["org.example.SanStorage.Lun"]["BlockDevice"].removeprefix("/dev/")
+    d.sim({"command": "hold-open", "block": block, "by": "qemu-system-x86 (pid 4242)"})
+    path = f"{ROOT}/vhbas/5001a4a000000021"
+    r = busctl(d, "call", "org.example.SanStorage", path, "org.example.SanStorage.Vhba",
+               "Delete", "a{sv}", "0", check=False)
+    assert r.returncode != 0 and "qemu-system-x86 (pid 4242)" in r.stderr, r.stderr
+    assert vports(d) == ["vport-0:0-0"]
+    r = busctl(d, "call", "org.example.SanStorage", lun, "org.example.SanStorage.Lun",
+               "Delete", "a{sv}", "0", check=False)
+    assert r.returncode != 0 and "in use by qemu-system-x86" in r.stderr, r.stderr
+    d.sim({"command": "release", "block": block})
+    # a multipath map over its LUN holds it too
+    wwid = objs[lun]["org.example.SanStorage.Lun"]["WWID"]
+    d.sim({"command": "mpath-create", "wwid": wwid})
+    wait_until(lambda: objects(d)[lun]["org.example.SanStorage.Lun"]["MultipathMap"] != "/",
+               timeout=10)
+    r = busctl(d, "call", "org.example.SanStorage", path, "org.example.SanStorage.Vhba",
+               "Delete", "a{sv}", "0", check=False)
+    assert r.returncode != 0 and "multipath map mpatha" in r.stderr, r.stderr
+    assert vports(d) == ["vport-0:0-0"]
+    busctl(d, "call", "org.example.SanStorage", path, "org.example.SanStorage.Vhba",
+           "Delete", "a{sv}", "1", "force", "b", "true")
+    assert vports(d) == []
