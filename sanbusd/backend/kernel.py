@@ -12,6 +12,24 @@ from .writes import format_scan, format_vport
 log = logging.getLogger(__name__)
 
 
+UDEV = ("(udev-worker)", "systemd-udevd", "udevd")
+
+
+def _comm_ppid(pid: str) -> tuple[str, str]:
+    """A process's name and its parent's pid, from /proc/PID/stat ("pid (comm) state ppid")."""
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    comm = stat[stat.index("(") + 1:stat.rindex(")")]
+    return comm, stat[stat.rindex(")") + 2:].split()[1]
+
+
+def _parent_comm(ppid: str) -> str:
+    try:
+        return _comm_ppid(ppid)[0]
+    except (OSError, ValueError):
+        return ""
+
+
 class KernelBackend:
     name = "kernel"
 
@@ -79,11 +97,16 @@ class KernelBackend:
             if not pid.isdigit():
                 continue
             try:
-                for fd in os.listdir(f"/proc/{pid}/fd"):
-                    if os.readlink(f"/proc/{pid}/fd/{fd}") == node:
-                        with open(f"/proc/{pid}/comm") as c:
-                            users.append(f"{c.read().strip()} (pid {pid})")
-                        break
+                if not any(os.readlink(f"/proc/{pid}/fd/{fd}") == node
+                           for fd in os.listdir(f"/proc/{pid}/fd")):
+                    continue
+                comm, ppid = _comm_ppid(pid)
+                # udev probes every new or changed disk for a second or two after a scan (its
+                # workers, and what its rules run: blkid, multipath -u). That is the system
+                # setting the disk up, not someone using it.
+                if comm in UDEV or _parent_comm(ppid) in UDEV:
+                    continue
+                users.append(f"{comm} (pid {pid})")
             except OSError:
                 continue            # gone, or not ours to read
         return users

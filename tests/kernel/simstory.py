@@ -1,6 +1,7 @@
 """On the host: a scenario's story (``Scenario.simulate``) replayed on the simulated SAN.
 
-``replay(scenario, bus, tmp)`` starts sanbusd on the scenario's ``fabric(INITIAL)`` (as
+``replay(scenario, bus, tmp)`` starts sanbusd on the scenario's ``fabric(INITIAL)`` (or the
+checkpoint its ``story_start`` names, where the kernel's exercise starts the story; as
 tests/conftest.py's fixtures do: private system bus, real polkitd) and runs the story with a
 ``SimContext``: sanscenario.Context's interface (client, step, check, record, checkpoint,
 scsi_devices, sanctl) on the simulated SAN, plus ``admin()``, the SAN admin's commands through the
@@ -83,10 +84,10 @@ class SimContext:
 
 
 def replay(scenario: Scenario, bus: Any, tmp: Path) -> SimContext:
-    """Run ``scenario``'s story on sanbusd started on its ``fabric(INITIAL)``; sanbusd must stop
-    cleanly with no traceback in its log."""
+    """Run ``scenario``'s story on sanbusd started on its ``fabric(INITIAL)`` (or of its
+    ``story_start`` checkpoint); sanbusd must stop cleanly with no traceback in its log."""
     path = tmp / "fabric.toml"
-    path.write_text(to_toml(scenario.fabric(INITIAL)))
+    path.write_text(to_toml(scenario.fabric(getattr(scenario, "story_start", INITIAL))))
     daemon = start_daemon(bus, tmp, path)
     sim = SimContext(daemon)
     try:

@@ -1,6 +1,7 @@
-"""Targeted and wildcard scans, Lun.Rescan and Lun.Delete on scsi_debug, through sanbusd
-(scenarios/scsi_debug_scan.py). test_kernel_tree.py checks every checkpoint against sysfs and
-lsscsi, test_conformance.py against the simulated SAN."""
+"""Targeted and wildcard scans, Lun.Rescan and Lun.Delete on scsi_debug, through sanbusd, and
+Lun.Delete while a process holds the disk open (scenarios/scsi_debug_scan.py). test_kernel_tree.py
+checks every checkpoint against sysfs and lsscsi, test_conformance.py against the simulated SAN
+(and replays the held-open story there)."""
 
 from __future__ import annotations
 
@@ -93,6 +94,12 @@ def test_a_wildcard_scan_of_one_host_attaches_the_rest_there_only(run: ScenarioR
 
 def test_lun_delete_removes_the_object_and_the_sysfs_entry(run: ScenarioRun) -> None:
     step = run.data["delete"]
+    # the disk came with the scan just before: the scenario waited until udev had let go of it
+    # (a worker, or `multipath -u` that its rules run; else Delete is Busy and names them), and
+    # nobody but udev ever held it
+    released = step["released"]
+    assert released["still"] == [], released
+    assert all(e["udev"] is not False for e in released["held_by"]), released  # None: gone, unknown
     assert step["reply"]["ok"], step["reply"]
     assert not step["on_bus"] and not step["in_sysfs"] and step["hctl"] not in step["attached"]
     assert sanview.lun_path(step["hctl"]) not in run.snapshot("final")["objects"]
@@ -111,3 +118,50 @@ def test_lun_rescan_updates_the_size_before_it_returns(run: ScenarioRun) -> None
     # the kernel re-reads a capacity only when asked: every other LUN still has its old size
     assert {h: s for h, s in step["sizes"].items() if h != step["hctl"]} == {
         h: S.dev_size_mb << 20 for h in step["sizes"] if h != step["hctl"]}
+
+
+# -- the story: Lun.Delete while a process holds the disk open --------------------------------
+
+
+def test_lun_delete_is_busy_while_a_process_holds_the_disk_open_and_names_it(run: ScenarioRun) -> None:
+    held = run.data["held_kernel"]
+    busy = run.data["held_busy"]
+    kept = busy["hctl"]
+    node = run.snapshot("final")["objects"][sanview.lun_path(kept)][sanview.LUN_I]["BlockDevice"]
+    # the holder: sleep, with both disks open, and nobody else had them open
+    assert held["before"]["still"] == [] and held["comm"] == "sleep", held
+    name = f"sleep (pid {held['pid']})"
+    assert sorted(held["nodes"]) == sorted(n for n in held["fds"] if n.startswith("/dev/sd")), held
+    assert all(openers == [name] for openers in held["openers"].values()), held
+    assert busy["error"] == "org.example.SanStorage.Error.Busy", busy
+    # the kernel's holder by name and pid (the record compared with the simulated SAN has "pid N")
+    assert run.data["held_busy_message"] == (f"{kept} ({node}) is in use by {name}; stop using it first, "
+                                             "or pass force=true to remove it anyway"), busy
+    assert busy["message"] == run.data["held_busy_message"].replace(name, "sleep (pid N)")
+    # nothing removed: still on the bus, still in /sys/class/scsi_device, no InterfacesRemoved
+    assert busy["on_bus"] and busy["in_sysfs"] and busy["removed"] == [], busy
+
+
+def test_lun_delete_force_removes_a_disk_held_open(run: ScenarioRun) -> None:
+    held = run.data["held_kernel"]
+    force = run.data["held_force"]
+    assert force["ok"] and force["error"] is None, force
+    assert not force["on_bus"] and not force["in_sysfs"], force
+    assert force["removed"] == [sanview.lun_path(force["hctl"])]
+    assert held["alive_at_release"], held  # sleep still held it when force removed it
+
+
+def test_a_plain_delete_works_once_the_process_has_closed_the_disk(run: ScenarioRun) -> None:
+    held = run.data["held_kernel"]
+    plain = run.data["held_release"]
+    assert held["openers_after"] == {n: [] for n in held["nodes"]}, held
+    assert plain["hctl"] == run.data["held_busy"]["hctl"]
+    assert plain["ok"] and not plain["on_bus"] and not plain["in_sysfs"], plain
+    assert plain["removed"] == [sanview.lun_path(plain["hctl"])]
+    # the held checkpoint: both gone, everything else as at "final"; each removed exactly once
+    gone = {sanview.lun_path(plain["hctl"]), sanview.lun_path(run.data["held_force"]["hctl"])}
+    final, after = run.snapshot("final")["objects"], run.snapshot("held")["objects"]
+    assert gone <= set(final) and set(final) - set(after) == gone and set(after) <= set(final)
+    for path in gone:
+        signals = [s for s in run.report["data"]["signals"] if s.get("object") == path]
+        assert [s["member"] for s in signals if s["member"] == "InterfacesRemoved"] == ["InterfacesRemoved"]

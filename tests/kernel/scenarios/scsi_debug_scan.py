@@ -13,15 +13,23 @@ multipathd's path checker would), and every host's RescanSuggested turns true. T
 * ``ScsiHost.Scan({})`` of the second host attaches its LUNs 4, 6 and 7, and nothing on the first;
 * ``Lun.Delete`` of one path removes its object and its /sys entry;
 * ``virtual_gb`` makes every LUN 1 GiB in the target; the kernel re-reads a capacity only on a
-  rescan: ``Lun.Rescan`` of one LUN updates its Size before the call returns, the others keep theirs.
+  rescan: ``Lun.Rescan`` of one LUN updates its Size before the call returns, the others keep theirs
+  (checkpoint ``final``);
+* *the story* (also replayed on the simulated SAN, ``simulate``): a process (``sleep``) holds two
+  disks of the first host open; ``Lun.Delete`` of one answers Busy naming it ("sleep (pid N)")
+  and removes nothing; ``Lun.Delete force=true`` of the other removes it although it is held;
+  the process is killed, and a plain ``Lun.Delete`` of the first works (checkpoint ``held``).
 
-Simulated side: "other" hosts (driver scsi_debug) with the disks of each checkpoint (the simulated
-SAN has no admin command that adds disks behind a non-FC host, so there is no story replay).
-Host-side assertions: test_scsi_debug_scan.py.
+Simulated side: "other" hosts (driver scsi_debug) with the disks of each checkpoint. The simulated
+SAN has no admin command that adds disks behind a non-FC host, so only the story is replayed: it
+starts on ``fabric("final")`` (``story_start``), the holder is the control socket's ``hold-open``
+/ ``release``. Host-side assertions: test_scsi_debug_scan.py.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -33,15 +41,23 @@ from .scsi_debug import ScsiDebug
 
 TARGETED = "targeted"  # after ScanAll luns=[5]
 FINAL = "final"  # after the host's wildcard scan, a Delete and a Rescan
+HELD = "held"  # the story: Deletes while a process holds the disks open
 
 MGR = f"{sanview.ROOT}/Manager"
 MGR_I = "org.example.SanStorage.Manager"
+ERR = "org.example.SanStorage.Error."
+SIM_HOLDER = "sleep (pid 4242)"  # the simulated SAN's holder (hold-open --by)
 
 
 @dataclass(frozen=True)
 class ScsiDebugScan(ScsiDebug):
     name: ClassVar[str] = "scsi_debug_scan"
-    checkpoints: ClassVar[tuple[str, ...]] = (INITIAL, TARGETED, FINAL)
+    checkpoints: ClassVar[tuple[str, ...]] = (INITIAL, TARGETED, FINAL, HELD)
+    # The story (the Deletes while held open) starts where the exercise has got to: "final".
+    story_start: ClassVar[str] = FINAL
+    story_checkpoints: ClassVar[tuple[str, ...]] = (HELD,)
+    # Compared with the same story on the simulated SAN (after sanview.normalize_refs; pids as "N").
+    story_records: ClassVar[tuple[str, ...]] = ("held_busy", "held_force", "held_release")
 
     added_hosts: int = 0  # (ScsiDebug's add_host step is not part of this scenario)
     max_luns: int = 8  # echo 8 > /sys/bus/pseudo/drivers/scsi_debug/max_luns
@@ -50,23 +66,30 @@ class ScsiDebugScan(ScsiDebug):
     deleted: tuple[int, int, int] = (1, 1, 7)  # (host index, target, LUN): Lun.Delete
     resized: tuple[int, int, int] = (1, 0, 2)  # (host index, target, LUN): Lun.Rescan
     virtual_gb: int = 1  # echo 1 > .../virtual_gb: every LUN reports 1 GiB
+    held: tuple[int, int, int] = (0, 0, 3)  # held open: Delete is Busy; once released, Delete works
+    forced: tuple[int, int, int] = (0, 1, 3)  # held open too: Delete force=true removes it anyway
 
     def disks(self, checkpoint: str) -> dict[int, dict[tuple[int, int], int]]:
         """host index -> {(target, LUN): size in bytes} attached at a checkpoint."""
         small = self.dev_size_mb << 20
+        reached = self.checkpoints[:self.checkpoints.index(checkpoint) + 1]  # and every one before
         out = {}
         for i in range(self.hosts):
             luns = set(range(self.luns))
-            if checkpoint in (TARGETED, FINAL):
+            if TARGETED in reached:
                 luns.add(self.asked)
-            if checkpoint == FINAL and i == self.wildcard_host:
+            if FINAL in reached and i == self.wildcard_host:
                 luns |= set(range(self.max_luns))
             disks = {(t, n): small for t in range(self.targets) for n in luns}
-            if checkpoint == FINAL:
+            if FINAL in reached:
                 if i == self.deleted[0]:
                     del disks[self.deleted[1:]]
                 if i == self.resized[0]:
                     disks[self.resized[1:]] = self.virtual_gb << 30
+            if HELD in reached:
+                for gone in (self.held, self.forced):
+                    if i == gone[0]:
+                        del disks[gone[1:]]
             out[i] = disks
         return out
 
@@ -79,6 +102,21 @@ class ScsiDebugScan(ScsiDebug):
                  "size": f"{size}", "wwid": self.wwid(t, n)}
                 for (t, n), size in sorted(disks.items())]}
             for i, disks in sorted(self.disks(checkpoint).items())]}
+
+    def simulate(self, sim: Any) -> None:
+        blocks: list[str] = []
+
+        def hold(nodes: list[str]) -> str:
+            for node in nodes:
+                sim.admin({"command": "hold-open", "block": node.removeprefix("/dev/"), "by": SIM_HOLDER})
+                blocks.append(node.removeprefix("/dev/"))
+            return SIM_HOLDER
+
+        def release() -> None:
+            for block in blocks:
+                sim.admin({"command": "release", "block": block})
+
+        self._held_story(sim, hold, release)
 
     # -- the real kernel -----------------------------------------------------------------------
 
@@ -156,14 +194,21 @@ class ScsiDebugScan(ScsiDebug):
                     for p in reply.get("body", [[]])[0] if p in now}
         ctx.record("host_scan", {"host": host, "reply": reply, "attached": attached(), "udev_done": udev})
 
-        # 5. Lun.Delete of one path.
+        # 5. Lun.Delete of one path. It was attached by the scan just now, and udev goes on
+        #    working on a new disk after the scan's answer (a synthesized "change" of the block
+        #    device, 1-2 s after its "add" under TCG): while a udev worker has it open, Delete
+        #    answers Busy naming "(udev-worker) (pid N)". Wait (bounded) until nobody has it open.
         i, t, n = self.deleted
         victim = f"{hosts[i]}:0:{t}:{n}"
+        node = client.get(sanview.lun_path(victim), sanview.LUN_I, "BlockDevice")
+        with ctx.step(f"wait until nobody holds {node} open (udev's work on the new disk)"):
+            released = _wait_unheld([node], timeout=30)
         with ctx.step(f"Lun.Delete of {victim}"):
             reply = client.call_reply(sanview.lun_path(victim), sanview.LUN_I, "Delete", "a{sv}", [{}])
             objects = client.managed_objects()
         ctx.record("delete", {"hctl": victim, "reply": reply, "on_bus": sanview.lun_path(victim) in objects,
-                              "in_sysfs": victim in ctx.scsi_devices(hosts[i]), "attached": attached()})
+                              "in_sysfs": victim in ctx.scsi_devices(hosts[i]), "attached": attached(),
+                              "released": released})
 
         # 6. The LUNs grow; Lun.Rescan of one re-reads its capacity.
         i, t, n = self.resized
@@ -181,6 +226,170 @@ class ScsiDebugScan(ScsiDebug):
                               "sysfs_size": g.scsi_device_info(grown).size_bytes, "sizes": sizes,
                               "size_changes": property_changes(client.since(mark), path, "Size")})
         ctx.checkpoint(FINAL)
+
+        # 7. The story: Lun.Delete while a process holds the disk open.
+        holder: dict[str, Any] = {}
+
+        def hold(nodes: list[str]) -> str:
+            import subprocess
+
+            holder["before"] = _wait_unheld(nodes, timeout=30, quiet=0.2)  # then only sleep holds them
+            fds = [os.open(node, os.O_RDONLY | os.O_CLOEXEC) for node in nodes]
+            try:  # only sleep holds them: ours are closed right after the fork
+                proc = subprocess.Popen(["sleep", "600"], pass_fds=fds, stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            holder["proc"] = proc
+            comm = g.read_attr(f"/proc/{proc.pid}/comm")
+            holder["record"] = {"pid": proc.pid, "comm": comm, "nodes": nodes, "fds": _fd_targets(proc.pid),
+                                "openers": {node: _openers(node) for node in nodes}}
+            return f"{comm} (pid {proc.pid})"
+
+        def release() -> None:
+            proc = holder.get("proc")
+            if proc is None:
+                return
+            holder["record"]["alive_at_release"] = proc.poll() is None
+            proc.kill()
+            proc.wait(timeout=10)
+            holder["record"]["openers_after"] = {node: _openers(node) for node in holder["record"]["nodes"]}
+
+        try:
+            self._held_story(ctx, hold, release)
+        finally:
+            ctx.record("held_kernel", {**holder.get("record", {}), "before": holder.get("before")})
+
+    # -- the story, in either world ------------------------------------------------------------
+
+    def _held_story(self, w: Any, hold: Any, release: Any) -> None:
+        """Two disks of the first host held open by one process (``hold(nodes)`` answers its
+        name, "sleep (pid N)"): Delete of one is Busy and names it, removing nothing; Delete
+        force=true of the other removes it anyway; the process goes (``release()``), and a plain
+        Delete of the first works. ``w`` is the guest's Context or simstory's SimContext."""
+        from dbus_fast import Variant
+
+        client = w.client
+        objects = client.managed_objects()
+        hosts = sorted(o[sanview.HOST_I]["Number"] for o in objects.values()
+                       if o.get(sanview.HOST_I, {}).get("Driver") == "scsi_debug")
+        kept, forced = (f"{hosts[i]}:0:{t}:{n}" for i, t, n in (self.held, self.forced))
+        path = {h: sanview.lun_path(h) for h in (kept, forced)}
+        node = {h: objects[path[h]][sanview.LUN_I]["BlockDevice"] for h in (kept, forced)}
+        if w.world == "kernel":
+            w.check_equal("the story's scsi_debug hosts are the scenario's", hosts, w.hosts)
+
+        def delete(hctl: str, **options: Any) -> dict[str, Any]:
+            mark = client.mark()
+            reply = client.call_reply(path[hctl], sanview.LUN_I, "Delete", "a{sv}", [options])
+            host = int(hctl.split(":")[0])
+            return {"hctl": hctl, "ok": reply["ok"], "error": reply.get("error"),
+                    "message": reply.get("message"), "on_bus": path[hctl] in client.managed_objects(),
+                    "in_sysfs": hctl in w.scsi_devices(host),
+                    "removed": [s["object"] for s in client.since(mark, "InterfacesRemoved")]}
+
+        def same_pids(record: dict[str, Any]) -> dict[str, Any]:
+            """The record as compared with the other world: a pid is the one thing that differs."""
+            if record.get("message"):
+                record = {**record, "message": re.sub(r"\(pid \d+\)", "(pid N)", record["message"])}
+            return record
+
+        with w.step(f"a process holds {node[kept]} and {node[forced]} open"):
+            name = hold([node[kept], node[forced]])
+        try:
+            with w.step(f"Lun.Delete of {kept} while {name} holds it: Busy, nothing removed"):
+                busy = delete(kept)
+            w.record("held_busy", same_pids(busy))
+            w.record("held_busy_message", busy["message"])  # with the pid
+            w.check_equal("Lun.Delete of a disk held open answers Busy", busy["error"], ERR + "Busy")
+            w.check("its message names the process and only it",
+                    f"{kept} ({node[kept]}) is in use by {name};" in (busy["message"] or ""), busy["message"])
+            w.check("and removes nothing", busy["on_bus"] and busy["in_sysfs"] and busy["removed"] == [], busy)
+
+            with w.step(f"Lun.Delete force=true of {forced} while {name} holds it: removed anyway"):
+                force = delete(forced, force=Variant("b", True))
+            w.record("held_force", same_pids(force))
+            w.check("force=true removes a disk held open", force["ok"], force)
+            w.check("its object and sysfs entry are gone when it returns",
+                    not force["on_bus"] and not force["in_sysfs"] and force["removed"] == [path[forced]], force)
+        finally:
+            with w.step(f"{name} closes them"):
+                release()
+
+        with w.step(f"Lun.Delete of {kept} once nobody holds it"):
+            plain = delete(kept)
+        w.record("held_release", same_pids(plain))
+        w.check("a plain Delete works once the process has closed the disk", plain["ok"], plain)
+        w.check("its object and sysfs entry are gone when it returns",
+                not plain["on_bus"] and not plain["in_sysfs"] and plain["removed"] == [path[kept]], plain)
+        w.checkpoint(HELD)
+
+
+# -- who holds a block device open (in the guest; as fuser does, as the daemon's block_users) ----
+
+
+def _openers(node: str) -> list[str]:
+    """ "comm (pid N)" of every process with ``node`` (/dev/sdX) open."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == node for fd in os.listdir(f"/proc/{pid}/fd")):
+                with open(f"/proc/{pid}/comm") as f:
+                    out.append(f"{f.read().strip()} (pid {pid})")
+        except OSError:
+            continue  # gone meanwhile
+    return out
+
+
+def _run_by_udev(opener: str) -> bool | None:
+    """Is this opener ("comm (pid N)") a udev worker, or a program its rules run (multipath -u)?
+    None if it is gone before we could tell."""
+    pid = opener.rsplit("(pid ", 1)[1].rstrip(")")
+    for _ in range(8):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            return None  # gone: cannot tell
+        comm, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        if comm in ("(udev-worker)", "systemd-udevd"):
+            return True
+        pid = rest[1]  # ppid
+        if pid in ("0", "1"):
+            return False
+    return False
+
+
+def _fd_targets(pid: int) -> list[str]:
+    try:
+        return sorted(os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return []
+
+
+def _wait_unheld(nodes: list[str], timeout: float, quiet: float = 1.0) -> dict[str, Any]:
+    """Until nobody has had any of ``nodes`` open for ``quiet`` seconds (at most ``timeout``): who
+    had one open meanwhile (and whether udev ran it), how long until they were free, who still
+    has one (on a timeout)."""
+    start = time.monotonic()
+    seen: list[dict[str, Any]] = []
+    free_since = None
+    while True:
+        now = time.monotonic()
+        openers = [o for node in nodes for o in _openers(node)]
+        seen += [{"who": o, "udev": _run_by_udev(o)} for o in openers if o not in [e["who"] for e in seen]]
+        if openers:
+            free_since = None
+        elif free_since is None:
+            free_since = now
+        if free_since is not None and now - free_since >= quiet:
+            return {"held_by": seen, "seconds": round(free_since - start, 2), "still": []}
+        if now - start > timeout:
+            return {"held_by": seen, "seconds": round(now - start, 2), "still": openers}
+        time.sleep(0.05)
 
 
 SCENARIO = ScsiDebugScan()
