@@ -11,9 +11,7 @@ from sanbusd.model.ids import HCTL
 from sanbusd.sim.control import answer
 from sanbusd.sim.fabric import load_fabric
 from sanbusd.sim.generate import generate, small_fc_fabric
-from sanbusd.sim.san import SimulatedSan
 
-from sanbus_testing import DEMO_FABRIC
 
 
 def sim_cli(*args, timeout=30):
@@ -95,15 +93,6 @@ def test_a_bad_wwpn_is_refused_before_anything_is_sent(tmp_path):
 ])
 def test_other_mistakes_are_one_clear_line(tmp_path, args, words):
     refused(sim_cli("--dir", str(tmp_path), *args), *words)
-
-
-@pytest.fixture
-def sim(tmp_path):
-    s = SimulatedSan(load_fabric(DEMO_FABRIC), tmp_path / "sys")
-    s.fabric.scan_delay = 0
-    s.build()
-    yield s
-    s.close()
 
 
 @pytest.mark.parametrize("request_bytes,words", [

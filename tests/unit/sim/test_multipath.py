@@ -12,25 +12,12 @@ from sanbusd.model.ids import HCTL
 from sanbusd.model.records import Dirty
 from sanbusd.publish.render import RenderContext, render_lun, render_map
 from sanbusd.sim.core import SanAdminError
-from sanbusd.sim.fabric import generated_wwid, load_fabric
-from sanbusd.sim.san import SimulatedSan
+from sanbusd.sim.fabric import generated_wwid
 
-from sanbus_testing import DEMO_FABRIC
 
 LUN1 = generated_wwid(0, 1)                     # naa.6001405…: LUN 1 of netapp1, two paths
 P1, P2 = HCTL(1, 0, 0, 1), HCTL(2, 0, 0, 1)
 ROOT = "/org/example/SanStorage"
-
-
-@pytest.fixture
-def sim(tmp_path):
-    s = SimulatedSan(load_fabric(DEMO_FABRIC), tmp_path / "sys")
-    s.fabric.scan_delay = 0
-    s.build()
-    s.events = []
-    s.set_event_sink(s.events.extend)
-    yield s
-    s.close()
 
 
 def follow(sim, inv):

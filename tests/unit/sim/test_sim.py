@@ -12,20 +12,8 @@ from sanbusd.sim.san import SimulatedSan
 from sanbusd.backend.sysfs import SysfsReader
 from sanbusd.kinds import read_all
 
-from sanbus_testing import DEMO_FABRIC
 
 SCAN = "class/scsi_host/host1/scan"
-
-
-@pytest.fixture
-def sim(tmp_path):
-    s = SimulatedSan(load_fabric(DEMO_FABRIC), tmp_path / "sys")
-    s.fabric.scan_delay = 0
-    s.build()
-    events = []
-    s.set_event_sink(events.extend)
-    s.events = events
-    return s
 
 
 def luns(sim):

@@ -16,15 +16,6 @@ from sanbus_testing import DEMO_FABRIC
 A1 = "10000090fa1b2c01"
 
 
-@pytest.fixture
-def sim(tmp_path):
-    s = SimulatedSan(load_fabric(DEMO_FABRIC), tmp_path / "sys")
-    s.fabric.scan_delay = 0
-    s.build()
-    yield s
-    s.close()
-
-
 def records(sim):
     return [(w.path, w.data, w.result) for w in sim.writes]
 
