@@ -15,7 +15,7 @@ from ..ops.scan import Scanner
 from ..publish import paths
 from ..publish.render import MANAGER_I
 from ..state import State
-from .scsi_host import SCAN_OPTIONS, scan_options
+from .scsi_host import SCAN_OPTIONS, host_number, scan_options
 
 _DEVSPEC_KEYS = {"path": "s", "wwid": "s", "wwpn": "s", "hctl": "s"}
 
@@ -91,16 +91,9 @@ class ManagerApi:
     async def scan_all(self, call: Call) -> list[str]:
         known = set(self.state.inventory.hosts)
         if "hosts" in call.options:
-            hosts = tuple(self._host(p, known) for p in call.options["hosts"])
+            hosts = tuple(host_number(p, known) for p in call.options["hosts"])
         else:
             hosts = tuple(sorted(known))
         req = scan_options(self.settings, call.options, hosts)
         added = await self.scanner.scan(req, await self.authorizer.uid_of(call))
         return [paths.lun(h) for h in added]
-
-    @staticmethod
-    def _host(path: str, known: set[int]) -> int:
-        parsed = paths.parse(path)
-        if parsed is None or parsed[0] != "host" or parsed[1] not in known:
-            raise errors.NotFound(f"no SCSI host at {path[:120]}; `sanctl status` lists them")
-        return parsed[1]  # type: ignore[return-value]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import errors
 from ..authz.polkit import PolkitAuthorizer
 from ..authz.registry import Call, method
 from ..config import Settings
@@ -12,6 +13,14 @@ from ..publish import paths
 from ..publish.render import HOST_I
 
 SCAN_OPTIONS = {"luns": "at", "channel": "u", "target": "u", "timeout": "u"}
+
+
+def host_number(path: str, known) -> int:
+    """A path-typed option naming a published SCSI host, exactly; NotFound otherwise."""
+    parsed = paths.parse(path)
+    if parsed is None or parsed[0] != "host" or parsed[1] not in known:
+        raise errors.NotFound(f"no SCSI host at {path[:120]}; `sanctl status` lists them")
+    return parsed[1]  # type: ignore[return-value]
 
 
 def scan_options(settings: Settings, options: dict[str, Any],

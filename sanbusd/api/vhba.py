@@ -11,6 +11,7 @@ from ..ops.vhba import CreateRequest, VhbaOps
 from ..publish import paths
 from ..publish.render import FC_I, MANAGER_I, VHBA_I
 from ..state import State
+from .scsi_host import host_number
 
 ACTION = "org.example.sanstorage.manage-vhba"
 CREATE_OPTIONS = {"parent_wwnn": "s", "parent_wwpn": "s", "fabric_wwn": "s", "wwnn": "s",
@@ -31,11 +32,7 @@ class VhbaApi:
         o = call.options
         host = None
         if "parent" in o:
-            parsed = paths.parse(o["parent"])
-            if parsed is None or parsed[0] != "host" or parsed[1] not in self.state.inventory.hosts:
-                raise errors.NotFound(f"no SCSI host at {o['parent'][:120]}; `sanctl status` "
-                                      "lists them")
-            host = parsed[1]
+            host = host_number(o["parent"], self.state.inventory.hosts)
         return await self._create(call, host)
 
     @method(FC_I, "CreateVhba", action=ACTION, options=CREATE_OPTIONS)
