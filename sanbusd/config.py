@@ -36,11 +36,17 @@ class Settings:
     vhba_wait: int = 30                 # default wait for a vHBA's fabric login (s)
     libvirt_uri: str = ""               # create vHBAs through libvirt (e.g. qemu:///system)
     libvirt_refresh_pools: bool = False  # refresh libvirt pools after scans and vHBA logins
+    # multipath
+    multipathd_socket: str = ""         # "" = the backend's (@/org/kernel/linux/storage/multipathd)
+    multipathd_timeout: float = 30.0    # one command to multipathd, retries included (s)
+    multipathd_poll: float = 5.0        # re-read path states this often while maps exist (s)
+    multipath_conf_dir: str = ""        # "" = the backend's (/etc/multipath/conf.d)
 
     def __post_init__(self) -> None:
         for name, low, high in (("scan_parallel_hosts", 1, 256), ("scan_timeout", 1, 3600),
                                 ("scan_max_timeout", 1, 86400), ("settle_timeout", 0.1, 3600),
-                                ("job_retention", 0, 86400), ("polkit_timeout", 0.1, 3600)):
+                                ("job_retention", 0, 86400), ("polkit_timeout", 0.1, 3600),
+                                ("multipathd_timeout", 0.1, 600), ("multipathd_poll", 0.2, 3600)):
             value = getattr(self, name)
             if not low <= value <= high:
                 raise ValueError(f"{name} = {value} is out of range ({low}-{high})")
@@ -71,7 +77,8 @@ VHBA_MAX_WAIT = 600
 # Environment variables that set a setting (for tests and the private-bus demo).
 ENVIRONMENT = {"SANBUSD_POLKIT_TIMEOUT": "polkit_timeout", "SANBUSD_SIM_DIR": "sim_dir",
                "SANBUSD_JOB_RETENTION": "job_retention", "SANBUSD_STATE_DIR": "state_dir",
-               "SANBUSD_LIBVIRT_URI": "libvirt_uri"}
+               "SANBUSD_LIBVIRT_URI": "libvirt_uri",
+               "SANBUSD_MULTIPATHD_TIMEOUT": "multipathd_timeout"}
 
 
 def default_sim_dir() -> str:

@@ -28,17 +28,20 @@ from . import BUS_NAME, __version__, config
 from .api.job import JobApi
 from .api.lun import LunApi
 from .api.manager import ManagerApi
+from .api.multipath import MultipathApi
 from .api.scsi_host import ScsiHostApi
 from .api.vhba import VhbaApi
 from .authz.polkit import PolkitAuthorizer
 from .authz.registry import collect
 from .backend.base import Backend
+from .backend.multipathd import MultipathdClient
 from .bus import dbusfix
 from .bus.contract import load_api
 from .bus.tree import ObjectTree
 from .client import connect
 from .ops.jobs import Jobs
 from .ops.lun import LunOps
+from .ops.multipath import MultipathOps
 from .ops.scan import Scanner
 from .ops.vhba import VhbaOps, VhbaRecords
 from .publish import paths
@@ -51,7 +54,7 @@ log = logging.getLogger("sanbusd")
 
 # The objects that implement the API, one per interface (their @methods are checked against the
 # XML when the daemon is built).
-API_CLASSES = (ManagerApi, ScsiHostApi, LunApi, JobApi, VhbaApi)
+API_CLASSES = (ManagerApi, ScsiHostApi, LunApi, JobApi, VhbaApi, MultipathApi)
 
 
 @dataclass
@@ -64,6 +67,7 @@ class Daemon:
     jobs: Jobs
     scanner: Scanner
     vhbas: VhbaOps
+    multipath: MultipathOps
 
 
 def build(settings: config.Settings, backend: Backend, bus: MessageBus) -> Daemon:
@@ -76,6 +80,11 @@ def build(settings: config.Settings, backend: Backend, bus: MessageBus) -> Daemo
     jobs = Jobs(settings.job_retention, on_change=publisher.job_changed,
                 on_completed=publisher.job_completed, on_drop=publisher.job_dropped)
     scanner = Scanner(backend, state, jobs, settings)
+    luns = LunOps(backend, state, scanner, settings)
+    mpathd = MultipathdClient(settings.multipathd_socket or backend.multipathd_socket,
+                              settings.multipathd_timeout)
+    multipath = MultipathOps(backend, state, jobs, settings, mpathd, luns)
+    state.map_states = multipath.states
     libvirt = None
     if settings.libvirt_uri:
         from .backend.libvirt import LibvirtVports
@@ -91,10 +100,11 @@ def build(settings: config.Settings, backend: Backend, bus: MessageBus) -> Daemo
     tree.register(collect(
         ManagerApi(state, scanner, authorizer, settings),
         ScsiHostApi(scanner, authorizer, settings),
-        LunApi(LunOps(backend, state, scanner, settings)),
+        LunApi(luns),
         JobApi(jobs, authorizer),
-        VhbaApi(state, vhbas, authorizer, settings)))
-    return Daemon(settings, backend, bus, tree, state, jobs, scanner, vhbas)
+        VhbaApi(state, vhbas, authorizer, settings),
+        MultipathApi(multipath, authorizer)))
+    return Daemon(settings, backend, bus, tree, state, jobs, scanner, vhbas, multipath)
 
 
 def pool_refresher(libvirt, state: State, settings: config.Settings):
@@ -129,6 +139,7 @@ async def run(settings: config.Settings, backend: Backend, ready_fd: int | None 
     # Listen before reading (udisks' order): a change during the read arrives as an event that
     # the pump handles once the tree is up, so nothing between read and name is lost.
     backend.start(loop, d.state.pump.feed, d.state.pump.reconcile)
+    d.multipath.start()
     inv = await d.state.load()
     log.info("read %d hosts, %d remote ports, %d LUN paths, %d vports, %d multipath maps "
              "in %.2f s", len(inv.hosts), len(inv.rports), len(inv.luns), len(inv.vports),
@@ -159,6 +170,7 @@ async def run(settings: config.Settings, backend: Backend, ready_fd: int | None 
         return 1
     log.info("stopping on signal")
     d.state.pump.stop()
+    d.multipath.stop()
     backend.stop()
     try:
         await asyncio.wait_for(bus.release_name(BUS_NAME), 2)
@@ -233,6 +245,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "show those hosts (mpath pools; scsi pools only after a wildcard scan)")
     p.add_argument("--vhba-oui", metavar="OUI",
                    help="IEEE OUI (6 hex digits) of generated vHBA WWNs (default 001a4a)")
+    p.add_argument("--multipathd-timeout", type=float, metavar="S",
+                   help="seconds one multipathd command may take, retries included (default "
+                        "30; $SANBUSD_MULTIPATHD_TIMEOUT)")
+    p.add_argument("--multipathd-socket", metavar="ADDRESS",
+                   help="where multipathd listens (default @/org/kernel/linux/storage/"
+                        "multipathd; on the simulated SAN, SIM_DIR/multipathd.sock)")
     p.add_argument("--ready-fd", type=int, metavar="FD", help=argparse.SUPPRESS)
     p.add_argument("-v", "--verbose", action="store_true", default=None, help="debug logging")
     p.add_argument("--version", action="version", version=f"sanbusd {__version__}")

@@ -15,7 +15,8 @@ from typing import Callable
 
 from .backend.base import Backend
 from .backend.uevent import LUNS_CHANGED_UA, UEvent, dirty_from_event
-from .kinds import read_all, refresh
+from .kinds import MapStates, NoMapStates, read_all, refresh
+from .model.multipath import UNKNOWN, MultipathSettings
 from .model.records import Diff, Dirty, Inventory, diff
 from .publish.publisher import Publisher
 
@@ -26,20 +27,25 @@ SETTLE_MAX = 0.5        # ... or after this long in any case, so a storm still m
 
 
 class State:
-    def __init__(self, backend: Backend, publisher: Publisher) -> None:
+    def __init__(self, backend: Backend, publisher: Publisher,
+                 map_states: MapStates | None = None) -> None:
         self.backend = backend
         self.publisher = publisher
+        self.map_states = map_states or NoMapStates()   # multipathd's word on maps' paths
         self.inventory = Inventory()
         self.rescan_suggested: set[int] = set()     # hosts whose storage reported new LUNs
         self.persistent: set[str] = set()           # WWPNs of the vHBAs kept across restarts
         self.persistent_rows: list[dict[str, str]] = []  # Manager.PersistentVhbas
+        self.multipath_settings = MultipathSettings()     # Manager.MultipathConfig
+        self.multipath_dropin = ""
+        self.multipathd = UNKNOWN                         # Manager.Multipathd
         self._lock = asyncio.Lock()
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future]] = []
         self.pump = EventPump(self.refresh, self._unit_attentions)
 
     async def load(self) -> Inventory:
         """Read everything and publish it (start-up)."""
-        inv = await asyncio.to_thread(read_all, self.backend.reader)
+        inv = await asyncio.to_thread(read_all, self.backend.reader, self.map_states)
         self._publish(inv, diff(Inventory(), inv), first=True)
         return inv
 
@@ -49,7 +55,8 @@ class State:
         async with self._lock:
             old = self.inventory
             # sysfs reads block (and a host may vanish mid-read): keep them off the loop.
-            new, keys = await asyncio.to_thread(refresh, self.backend.reader, old, dirty)
+            new, keys = await asyncio.to_thread(refresh, self.backend.reader, old, dirty,
+                                                self.map_states)
             # Also with nothing to publish: waiters may be waiting for udev to finish (a uevent
             # announced after its rules ran), which the records do not show.
             self._publish(new, diff(old, new, keys))
@@ -88,6 +95,19 @@ class State:
         self._rerender("vports", {n for n, v in self.inventory.vports.items()
                                   if v.wwpn in changed})
         self.publisher.publish_manager(self)
+
+    def set_multipath(self, settings: MultipathSettings | None = None, dropin: str | None = None,
+                      daemon: str | None = None) -> None:
+        """What the Manager shows of multipath changed (the drop-in, or how multipathd answers)."""
+        before = (self.multipath_settings, self.multipath_dropin, self.multipathd)
+        if settings is not None:
+            self.multipath_settings = settings
+        if dropin is not None:
+            self.multipath_dropin = dropin
+        if daemon is not None:
+            self.multipathd = daemon
+        if (self.multipath_settings, self.multipath_dropin, self.multipathd) != before:
+            self.publisher.publish_manager(self)
 
     def suggest_rescan(self, hosts: set[int]) -> None:
         new = hosts - self.rescan_suggested

@@ -3,9 +3,10 @@
 Operations never build sysfs paths or command strings: they call these methods, and each adapter
 turns them into what its world understands. Two adapters implement it today: the real kernel
 (backend/kernel.py: sysfs writes, udev events) and the simulated SAN (sim/backend.py: the same
-calls serviced with the kernel's semantics on a sysfs-shaped tree). The multipathd adapter
-(multipath maps: show, add, flush, reconfigure) and the libvirt adapter (node devices for vHBAs,
-storage pool refresh) will be siblings of backend/kernel.py, with simulated twins under sim/.
+calls serviced with the kernel's semantics on a sysfs-shaped tree). Beside them: the multipathd
+client (backend/multipathd.py; each backend says where its multipathd listens, and the simulated
+SAN runs a multipathd that speaks the same protocol) and the libvirt adapter (backend/libvirt.py:
+node devices for vHBAs, storage pool refresh).
 
 Every write method blocks (a `scan` can take minutes and cannot be interrupted): call it from a
 worker thread. Each raises OSError with the kernel's errno when the kernel refuses.
@@ -26,6 +27,8 @@ EventsFn = Callable[[list[UEvent]], None]
 class Backend(Protocol):
     name: str                       # "kernel" | "simulated": the Manager's Backend property
     reader: SysfsReader             # reads the picture (the real /sys or the simulated tree)
+    multipathd_socket: str          # where multipathd listens ("@…": an abstract socket)
+    multipath_conf_dir: str         # multipathd's config_dir, where sanbusd's drop-in goes
 
     def scan_host(self, host: int, channel: int | None, target: int | None,
                   lun: int | None) -> None:
@@ -46,6 +49,11 @@ class Backend(Protocol):
     def block_users(self, block: str) -> list[str]:
         """Who holds this block device open or mounted ("mounted on /srv", "qemu-system-x86
         (pid 4242)"); [] when nobody. Blocking (reads /proc)."""
+
+    def dm_deferred_remove(self, name: str) -> None:
+        """Have device-mapper remove map `name` when its last user closes it (at once if
+        unused). multipath-tools has no operator command for it; multipathd drops the map on
+        the remove uevent."""
 
     def block_ready(self, block: str) -> bool:
         """Has the system finished setting up this block device (udev rules run, by-id links

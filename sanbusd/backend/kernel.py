@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 
 from ..model.ids import HCTL
+from .multipathd import REAL_SOCKET
 from .sysfs import SysfsReader
 from .writes import format_scan, format_vport
 
@@ -32,6 +34,8 @@ def _parent_comm(ppid: str) -> str:
 
 class KernelBackend:
     name = "kernel"
+    multipathd_socket = REAL_SOCKET
+    multipath_conf_dir = "/etc/multipath/conf.d"     # multipath-tools' default config_dir
 
     def __init__(self, root: str = "/sys", udev: bool | None = None) -> None:
         self.reader = SysfsReader(root)
@@ -62,6 +66,19 @@ class KernelBackend:
     def vport_delete(self, host: int, wwpn: str, wwnn: str) -> None:
         self._write(f"class/fc_host/host{host}/vport_delete", format_vport(wwpn, wwnn))
 
+    def dm_deferred_remove(self, name: str) -> None:
+        # An argument vector, never a shell string; `name` is a map name sanbusd read from sysfs.
+        try:
+            r = subprocess.run(["dmsetup", "remove", "--deferred", "--", name],
+                               capture_output=True, text=True, timeout=30)
+        except FileNotFoundError:
+            raise OSError(2, "dmsetup is not installed (package dmsetup)") from None
+        except subprocess.TimeoutExpired:
+            raise OSError(110, "dmsetup remove --deferred did not finish in 30 s") from None
+        if r.returncode != 0:
+            raise OSError(16 if "busy" in r.stderr.lower() else 5,
+                          (r.stderr.strip() or "dmsetup remove --deferred failed")[:300])
+
     def start(self, loop, on_events, on_overflow) -> None:
         if not self.use_udev:
             log.info("sysfs root %s is not the live /sys: no udev events, the tree is read "
@@ -84,6 +101,11 @@ class KernelBackend:
         except OSError:
             return []
         users = []
+        if block.startswith("dm-"):
+            # A map under an LV (or another dm device): its holder keeps it open.
+            for h in sorted(os.listdir(os.path.join(self.reader.root, "class", "block", block,
+                                                    "holders")) if self._exists(block) else []):
+                users.append(f"held by {self._dm_name(h) or h} ({h})")
         try:
             with open("/proc/self/mountinfo") as f:
                 for line in f:
@@ -110,6 +132,16 @@ class KernelBackend:
             except OSError:
                 continue            # gone, or not ours to read
         return users
+
+    def _exists(self, block: str) -> bool:
+        return os.path.isdir(os.path.join(self.reader.root, "class", "block", block, "holders"))
+
+    def _dm_name(self, dm: str) -> str:
+        try:
+            with open(os.path.join(self.reader.root, "class", "block", dm, "dm", "name")) as f:
+                return f.read().strip()
+        except OSError:
+            return ""
 
     def block_ready(self, block: str) -> bool:
         # udevd writes its database entry (/run/udev/data/bMAJ:MIN) after running the rules

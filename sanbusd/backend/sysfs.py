@@ -13,8 +13,9 @@ import os
 from pathlib import Path
 
 from ..model.ids import (HCTL, host_number, parse_hctl, parse_roles, parse_rport_name,
-                         parse_target_name, parse_vport_name, sysfs_wwn)
-from ..model.records import FcPort, Lun, MultipathMap, RemotePort, ScsiHost, Vport
+                         parse_target_name, parse_vport_name, session_number, sysfs_wwn)
+from ..model.records import (FcPort, IscsiSession, Lun, MultipathMap, RemotePort, ScsiHost,
+                             Vport)
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +219,36 @@ class SysfsReader:
             wwnn=sysfs_wwn(self._attr(d, "node_name", where)),
             state=self._attr(d, "vport_state", where),
             last_state=self._attr(d, "vport_last_state", where, quiet=True), host=host)
+
+    def session_names(self) -> list[str]:
+        return sorted((n for n in self._listdir(self._class("iscsi_session"))
+                       if session_number(n) is not None), key=session_number)
+
+    def read_session(self, name: str) -> IscsiSession | None:
+        d = os.path.join(self._class("iscsi_session"), name)
+        if session_number(name) is None or not os.path.isdir(d):
+            return None
+        where = f"iscsi_session/{name}"
+        host = None
+        try:
+            # .../platform/hostH/sessionN/iscsi_session/sessionN: the host is the session
+            # device's parent.
+            host = host_number(os.path.basename(os.path.dirname(
+                os.path.realpath(os.path.join(d, "device")))))
+        except OSError:
+            pass
+        conn = os.path.join(self._class("iscsi_connection"), f"connection{name[7:]}:0")
+        address = self._attr(conn, "persistent_address", where, quiet=True) or \
+            self._attr(conn, "address", where, quiet=True)
+        port = self._attr(conn, "persistent_port", where, quiet=True) or \
+            self._attr(conn, "port", where, quiet=True)
+        return IscsiSession(
+            name=name, host=host, target_name=self._attr(d, "targetname", where),
+            state=self._attr(d, "state", where),
+            tpgt=self._int(self._attr(d, "tpgt", where, quiet=True), 0),
+            initiator_name=self._attr(d, "initiatorname", where, quiet=True),
+            address=address if address != "(null)" else "", port=self._int(port, 0),
+            recovery_tmo=self._int(self._attr(d, "recovery_tmo", where, quiet=True), 0))
 
     def map_names(self) -> list[str]:
         out = []

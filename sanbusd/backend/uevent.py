@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from ..model.ids import host_number, parse_hctl, parse_rport_name, parse_target_name, parse_vport_name
+from ..model.ids import (host_number, parse_hctl, parse_rport_name, parse_target_name,
+                         parse_vport_name, session_number)
 from ..model.records import Dirty
 
 # The subsystems whose events can change what we publish; everything else is dropped unread.
 SUBSYSTEMS = ("scsi_host", "fc_host", "fc_vports", "fc_remote_ports", "scsi", "scsi_device",
-              "block", "iscsi_host", "fc_transport")
+              "block", "iscsi_host", "fc_transport", "iscsi_session", "iscsi_connection")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,14 @@ def dirty_from_event(ev: UEvent) -> Dirty:
             d.hosts.add(n)
         elif parse_target_name(name) is not None:
             pass                    # targets carry nothing we publish; their LUNs send their own
+    elif sub == "iscsi_session":
+        if session_number(name) is not None:
+            d.sessions.add(name)
+    elif sub == "iscsi_connection":
+        # connectionN:0 belongs to sessionN
+        number = name.removeprefix("connection").split(":", 1)[0]
+        if number.isdigit():
+            d.sessions.add(f"session{int(number)}")
     elif sub == "fc_transport":
         pass
     elif sub == "block":

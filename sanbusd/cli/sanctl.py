@@ -107,9 +107,38 @@ def render_status(objs: dict) -> str:
                      ["HCTL", "VENDOR/MODEL", "SIZE", "DEVICE", "STATE", "TARGET PORT", "WWID"]))
     if maps:
         out += ["", "Multipath maps"]
-        out.append(table([[m["Name"], m["WWID"], m["DmDevice"], human_size(m["Size"]),
-                           str(len(m["Paths"]))] for m in maps],
-                         ["NAME", "WWID", "DEVICE", "SIZE", "PATHS"]))
+        out.append(table(map_rows(maps), MAP_HEADERS))
+    return "\n".join(out)
+
+
+MAP_HEADERS = ["NAME", "WWID", "DEVICE", "SIZE", "HEALTH", "PATHS"]
+
+
+def map_rows(maps: list[dict]) -> list[list[str]]:
+    return [[m["Name"], m["WWID"], m["DmDevice"], human_size(m["Size"]), m["Health"],
+             f"{m['ActivePaths']}/{m['TotalPaths']}"]
+            for m in sorted(maps, key=lambda m: m["Name"])]
+
+
+def render_maps(objs: dict) -> str:
+    maps = [o[IF + "MultipathMap"] for o in objs.values() if IF + "MultipathMap" in o]
+    mgr = objs.get(ROOT + "/Manager", {}).get(IF + "Manager", {})
+    out = []
+    if mgr.get("Multipathd", "running") != "running":
+        out.append(f"multipathd: {mgr['Multipathd']} (path states are unknown)")
+    if not maps:
+        return "\n".join(out + ["no multipath maps"])
+    for m in sorted(maps, key=lambda m: m["Name"]):
+        out.append(f"{m['Name']} ({m['WWID']}) {m['DmDevice']} {human_size(m['Size'])} "
+                   f"{m['Health']}, {m['ActivePaths']}/{m['TotalPaths']} paths up"
+                   + (f", features '{m['Features']}'" if m["Features"] else "")
+                   + (f", hwhandler '{m['HwHandler']}'" if m["HwHandler"] else ""))
+        rows = []
+        for p in m["Paths"]:
+            lun = objs.get(p["Lun"], {}).get(IF + "Lun", {})
+            rows.append(["  " + lun.get("HCTL", "-"), p["Device"], p["DmState"],
+                         p["DeviceState"], p["CheckerState"], "up" if p["Up"] else "DOWN"])
+        out.append(table(rows, ["  HCTL", "DEVICE", "DM", "DEVICE STATE", "CHECKER", ""]))
     return "\n".join(out)
 
 
@@ -139,7 +168,8 @@ def describe(path: str, ifaces: dict) -> str:
         return f"vHBA {v['Name']} WWPN {v['WWPN']} {v['State']}"
     if IF + "MultipathMap" in ifaces:
         m = ifaces[IF + "MultipathMap"]
-        return f"multipath {m['Name']} {m['WWID']}"
+        return (f"multipath {m['Name']} {m['WWID']} {m['DmDevice']} {m['Health']} "
+                f"{m['ActivePaths']}/{m['TotalPaths']} paths")
     return ", ".join(i.rsplit(".", 1)[-1] for i in ifaces)
 
 
@@ -147,6 +177,10 @@ def _short(v: Any) -> str:
     if isinstance(v, list) and v and all(isinstance(x, dict) and "Name" in x for x in v):
         # remote ports: the facts that change, not every key
         v = [" ".join(str(x[k]) for k in ("Name", "WWPN", "PortState") if k in x) for x in v]
+    elif isinstance(v, list) and v and all(isinstance(x, dict) and "Device" in x for x in v):
+        # a map's paths: which is up
+        v = [f"{x['Device']}:{'up' if x.get('Up') else 'down'}({x.get('DeviceState')}/"
+             f"{x.get('DmState')}/{x.get('CheckerState')})" for x in v]
     s = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
     return s if len(s) <= 120 else s[:117] + "..."
 
@@ -385,6 +419,106 @@ async def cmd_vhba_persist(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _find_map(bus, text: str) -> str:
+    t = text.strip()
+    if t.startswith(ROOT + "/"):
+        return t
+    name = t.removeprefix("/dev/mapper/")
+    objs = await managed_objects(bus)
+    for path, o in objs.items():
+        m = o.get(IF + "MultipathMap")
+        if m is not None and name in (m["Name"], m["WWID"], m["DmDevice"],
+                                      m["DmDevice"].removeprefix("/dev/")):
+            return path
+    raise CliError(f"no multipath map {text!r}; `sanctl multipath list` shows them")
+
+
+async def cmd_mpath_list(args: argparse.Namespace) -> int:
+    bus = await connect(args.bus)
+    objs = await managed_objects(bus)
+    bus.disconnect()
+    print(render_maps(objs))
+    return 0
+
+
+async def cmd_mpath_create_all(args: argparse.Namespace) -> int:
+    bus = await connect(args.bus)
+    options: dict[str, Variant] = {}
+    if args.wwid:
+        options["wwids"] = Variant("as", args.wwid)
+    if args.all_eligible:
+        options["all_eligible"] = Variant("b", True)
+    _opt(options, "timeout", "u", args.timeout)
+    if args.no_user_interaction:
+        options["auth.no_user_interaction"] = Variant("b", True)
+    (made,) = await call(bus, ROOT + "/Manager", IF + "Manager", "CreateAllMultipathMaps",
+                         "a{sv}", [options], timeout=(args.timeout or 60) + 120)
+    objs = await managed_objects(bus)
+    bus.disconnect()
+    maps = [objs[p][IF + "MultipathMap"] for p in made if p in objs]
+    print(f"{len(maps)} multipath maps ready")
+    if maps:
+        print(table(map_rows(maps), MAP_HEADERS))
+    return 0
+
+
+async def cmd_mpath_flush(args: argparse.Namespace) -> int:
+    bus = await connect(args.bus)
+    path = await _find_map(bus, args.map)
+    options: dict[str, Variant] = {}
+    if args.deferred:
+        options["deferred"] = Variant("b", True)
+    if args.remove_paths:
+        options["remove_paths"] = Variant("b", True)
+    if args.no_user_interaction:
+        options["auth.no_user_interaction"] = Variant("b", True)
+    await call(bus, path, IF + "MultipathMap", "Flush", "a{sv}", [options], timeout=180)
+    bus.disconnect()
+    print(f"map {args.map} flushed" + (" (or removed when its last user closes it)"
+                                       if args.deferred else "")
+          + (", and its paths removed" if args.remove_paths else ""))
+    return 0
+
+
+def _on_off(text: str) -> bool:
+    t = text.strip().lower()
+    if t in ("on", "yes", "true", "1"):
+        return True
+    if t in ("off", "no", "false", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r}: give on or off")
+
+
+def _wwid_list(text: str) -> list[str]:
+    return [w for w in (x.strip() for x in text.split(",")) if w]
+
+
+async def cmd_mpath_config(args: argparse.Namespace) -> int:
+    bus = await connect(args.bus)
+    config: dict[str, Variant] = {}
+    if args.friendly_names is not None:
+        config["user_friendly_names"] = Variant("b", args.friendly_names)
+    _opt(config, "find_multipaths", "s", args.find_multipaths)
+    if args.include is not None:
+        config["include_wwids"] = Variant("as", args.include)
+    if args.exclude is not None:
+        config["exclude_wwids"] = Variant("as", args.exclude)
+    if config:
+        await call(bus, ROOT + "/Manager", IF + "Manager", "SetMultipathConfig", "a{sv}a{sv}",
+                   [config, {}], timeout=180)
+    (mgr,) = await call(bus, ROOT + "/Manager", "org.freedesktop.DBus.Properties", "GetAll",
+                        "s", [IF + "Manager"])
+    bus.disconnect()
+    c = plain(mgr)["MultipathConfig"]
+    print(f"friendly names   {'on' if c['UserFriendlyNames'] else 'off'}")
+    print(f"find_multipaths  {c['FindMultipaths']}")
+    print(f"include WWIDs    {', '.join(c['IncludeWwids']) or '(all)'}")
+    print(f"exclude WWIDs    {', '.join(c['ExcludeWwids']) or '(none)'}")
+    print(f"drop-in          {c['DropIn']}")
+    print(f"multipathd       {plain(mgr)['Multipathd']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sanctl", description="Show and manage SAN storage through sanbusd "
@@ -449,6 +583,44 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("vhba", help="its WWPN or object path")
     v.add_argument("value", choices=("on", "off"))
     v.set_defaults(func=cmd_vhba_persist)
+
+    mp = sub.add_parser("multipath", help="multipath maps: list, create all, flush, configure",
+                        description="dm-multipath maps through multipathd: a VM gets the map "
+                        "(/dev/mapper/NAME), never one path.")
+    msub = mp.add_subparsers(dest="mpath_command", required=True, metavar="ACTION")
+    v = msub.add_parser("list", help="every map with its health and each path's states")
+    v.set_defaults(func=cmd_mpath_list)
+    v = msub.add_parser("create-all", help="make a map for every WWID with two or more paths; "
+                        "prints them once they are ready for I/O")
+    v.add_argument("--wwid", action="append", metavar="WWID",
+                   help="only this WWID (naa.6001405… or 36001405…); repeat for more")
+    v.add_argument("--all-eligible", action="store_true",
+                   help="also WWIDs with a single path")
+    v.add_argument("--timeout", type=int, metavar="S",
+                   help="seconds to wait for the maps to be ready (default 60)")
+    v.add_argument("--no-user-interaction", action="store_true",
+                   help="fail instead of asking for authentication")
+    v.set_defaults(func=cmd_mpath_create_all)
+    v = msub.add_parser("flush", help="remove a map through multipathd (its paths stay)")
+    v.add_argument("map", help="its name (mpatha), WWID, /dev/mapper/NAME or object path")
+    v.add_argument("--deferred", action="store_true",
+                   help="if it is in use, remove it when its last user closes it")
+    v.add_argument("--remove-paths", action="store_true",
+                   help="then delete its SCSI paths too (retiring the LUN)")
+    v.add_argument("--no-user-interaction", action="store_true",
+                   help="fail instead of asking for authentication")
+    v.set_defaults(func=cmd_mpath_flush)
+    v = msub.add_parser("config", help="show or change the multipath settings sanbusd manages "
+                        "(a drop-in under /etc/multipath/conf.d)")
+    v.add_argument("--friendly-names", type=_on_off, metavar="on|off",
+                   help="names like mpatha instead of the WWID")
+    v.add_argument("--find-multipaths", choices=("strict", "no", "yes", "greedy", "smart"),
+                   help="which paths multipathd maps by itself")
+    v.add_argument("--include", type=_wwid_list, metavar="WWID,…",
+                   help="only these WWIDs get maps (empty string: all)")
+    v.add_argument("--exclude", type=_wwid_list, metavar="WWID,…",
+                   help="these WWIDs never get maps (empty string: none)")
+    v.set_defaults(func=cmd_mpath_config)
     return p
 
 

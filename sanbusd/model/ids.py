@@ -26,6 +26,7 @@ _HCTL_RE = re.compile(r"^(\d+):(\d+):(\d+):(\d+)$")
 _HOST_RE = re.compile(r"^host(\d+)$")
 _RPORT_RE = re.compile(r"^rport-(\d+):(\d+)-(\d+)$")
 _VPORT_RE = re.compile(r"^vport-(\d+):(\d+)-(\d+)$")
+_SESSION_RE = re.compile(r"^session([1-9]\d*)$")
 _TARGET_RE = re.compile(r"^target(\d+):(\d+):(\d+)$")
 HEX16_RE = re.compile(r"^[0-9a-f]{16}$")
 
@@ -48,6 +49,12 @@ def parse_rport_name(name: str) -> tuple[int, int, int] | None:
 def parse_vport_name(name: str) -> tuple[int, int, int] | None:
     m = _VPORT_RE.match(name)
     return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
+
+
+def session_number(name: str) -> int | None:
+    """sessionN (iSCSI session numbers start at 1) -> N."""
+    m = _SESSION_RE.match(name)
+    return int(m.group(1)) if m else None
 
 
 def parse_target_name(name: str) -> tuple[int, int, int] | None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Iterable
 
 from .ids import HCTL
+from .multipath import UNKNOWN, MapStatus, PathStatus, PathView
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,12 +85,37 @@ class Vport:
 
 
 @dataclass(frozen=True, slots=True)
+class IscsiSession:
+    name: str                       # sessionN
+    host: int | None = None         # its SCSI host (iscsi_tcp: one host per session)
+    target_name: str = ""           # the target's IQN
+    state: str = ""                 # LOGGED_IN | FAILED | FREE
+    tpgt: int = 0
+    initiator_name: str = ""
+    address: str = ""               # the portal: persistent_address and port of connection 0
+    port: int = 0
+    recovery_tmo: int = 0           # s before its devices go transport-offline
+
+
+@dataclass(frozen=True, slots=True)
 class MultipathMap:
     dm: str                         # dm-N
     name: str = ""
     wwid: str = ""                  # dm/uuid without "mpath-"
     size: int = 0
     slaves: tuple[str, ...] = ()    # sdX
+    # What multipathd says (None of it when it does not answer): features, hardware handler,
+    # device-mapper's and the checker's state of each path.
+    features: str = ""
+    hwhandler: str = ""
+    path_states: tuple[PathStatus, ...] = ()
+    known: bool = False             # multipathd answered for this map
+
+    def with_status(self, st: MapStatus | None) -> "MultipathMap":
+        if st is None:
+            return self
+        return MultipathMap(self.dm, self.name, self.wwid, self.size, self.slaves,
+                            st.features, st.hwhandler, st.paths, True)
 
 
 @dataclass(slots=True)
@@ -98,11 +124,12 @@ class Inventory:
     rports: dict[str, RemotePort] = field(default_factory=dict)
     luns: dict[HCTL, Lun] = field(default_factory=dict)
     vports: dict[str, Vport] = field(default_factory=dict)
+    sessions: dict[str, IscsiSession] = field(default_factory=dict)
     maps: dict[str, MultipathMap] = field(default_factory=dict)
 
     def copy(self) -> "Inventory":
         return Inventory(dict(self.hosts), dict(self.rports), dict(self.luns),
-                         dict(self.vports), dict(self.maps))
+                         dict(self.vports), dict(self.sessions), dict(self.maps))
 
     def rports_of_host(self, host: int) -> list[RemotePort]:
         return sorted((r for r in self.rports.values() if r.host == host),
@@ -110,6 +137,23 @@ class Inventory:
 
 
 KINDS: tuple[str, ...] = tuple(f.name for f in fields(Inventory))
+
+
+def map_paths(inv: Inventory, m: MultipathMap,
+              by_block: dict[str, HCTL] | None = None) -> list[PathView]:
+    """Each path of a map with every state there is of it: the kernel's (its LUN) and
+    multipathd's. `by_block` (sdX -> LUN) saves a pass over the LUNs when there are many maps."""
+    if by_block is None:
+        by_block = {lun.block: lun.hctl for lun in inv.luns.values() if lun.block in m.slaves}
+    views = []
+    for dev in m.slaves:
+        hctl = by_block.get(dev)
+        lun = inv.luns.get(hctl) if hctl is not None else None
+        st = next((p for p in m.path_states if p.dev == dev), None)
+        views.append(PathView(dev, lun.state if lun is not None and lun.state else UNKNOWN,
+                              st.dm_state if st else UNKNOWN,
+                              st.checker_state if st else UNKNOWN))
+    return views
 
 
 def _no_keys() -> dict[str, set]:

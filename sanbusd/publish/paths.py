@@ -6,7 +6,7 @@ the same path back, so near misses (`host01`, `host0_2`, `luns/1_0_0_027`) name 
 
 from __future__ import annotations
 
-from ..model.ids import HCTL
+from ..model.ids import HCTL, session_number
 
 ROOT = "/org/example/SanStorage"
 MANAGER = ROOT + "/Manager"
@@ -58,13 +58,17 @@ def multipath(wwid: str) -> str:
     return f"{ROOT}/multipath/{escape(wwid)}"
 
 
+def session(name: str) -> str:
+    return f"{ROOT}/iscsi/{name}"
+
+
 def job(number: int) -> str:
     return f"{ROOT}/jobs/{number}"
 
 
 def parse(path: str) -> tuple[str, object] | None:
     """An object path -> (kind, key): ("host", 5), ("lun", HCTL), ("vhba", wwpn),
-    ("multipath", wwid), ("job", n), ("manager", None); None for anything else, including
+    ("multipath", wwid), ("session", "sessionN"), ("job", n), ("manager", None); None for anything else, including
     paths that would name an object only after normalizing (leading zeros, wrong case)."""
     parsed = _parse_loose(path)
     if parsed is None or parsed[0] == "manager":
@@ -95,6 +99,8 @@ def _parse_loose(path: str) -> tuple[str, object] | None:
             return ("vhba", elem)
         if coll == "multipath":
             return ("multipath", unescape(elem))
+        if coll == "iscsi" and session_number(elem) is not None:
+            return ("session", elem)
         if coll == "jobs" and elem.isdigit():
             return ("job", int(elem))
     except ValueError:
@@ -102,4 +108,5 @@ def _parse_loose(path: str) -> tuple[str, object] | None:
     return None
 
 
-_BUILD = {"host": host, "lun": lun, "vhba": vhba, "multipath": multipath, "job": job}
+_BUILD = {"host": host, "lun": lun, "vhba": vhba, "multipath": multipath, "session": session,
+          "job": job}

@@ -27,14 +27,15 @@ class Publisher:
                 first: bool = False) -> None:
         """Publish what `d` says changed from `old` to `new`."""
         again: dict[str, set] = {k: d.touched(k) for k in KINDS}
+        ctx = RenderContext(new, hints)
+        both = (RenderContext(old, hints), ctx)     # indexes are built once, when first used
         for kind in KIND_TABLE:
             for key in d.touched(kind.name):
-                for inv in (old, new):
-                    rec = getattr(inv, kind.name).get(key)
+                for c in both:
+                    rec = getattr(c.inv, kind.name).get(key)
                     if rec is not None:
-                        for other, keys in kind.shown_by(inv, rec).items():
+                        for other, keys in kind.shown_by(c, rec).items():
                             again[other] |= keys
-        ctx = RenderContext(new, hints)
         updates: dict[str, Objects | None] = {}
         if first:
             updates[paths.MANAGER] = render_manager(self.backend_name, hints)

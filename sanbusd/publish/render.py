@@ -10,7 +10,10 @@ from dbus_fast import Variant
 
 from .. import __version__
 from ..model.ids import HCTL, fabric_known
-from ..model.records import Inventory, Lun, MultipathMap, RemotePort, ScsiHost, Vport
+from ..model.multipath import (DEFAULT_FIND, DEFAULT_FRIENDLY, UNKNOWN, MultipathSettings,
+                               health)
+from ..model.records import (Inventory, IscsiSession, Lun, MultipathMap, RemotePort,
+                             ScsiHost, Vport, map_paths)
 from ..ops.jobs import Job
 from . import paths
 
@@ -21,6 +24,7 @@ FC_I = IFACE + "FcHost"
 LUN_I = IFACE + "Lun"
 VHBA_I = IFACE + "Vhba"
 MAP_I = IFACE + "MultipathMap"
+SESSION_I = IFACE + "IscsiSession"
 JOB_I = IFACE + "Job"
 
 Objects = dict[str, dict[str, Any]]
@@ -31,6 +35,9 @@ class Hints(Protocol):
     rescan_suggested: set[int]          # hosts whose storage reported new LUNs
     persistent: set[str]                # WWPNs of vHBAs kept across restarts
     persistent_rows: list[dict[str, str]]
+    multipath_settings: MultipathSettings   # sanbusd's drop-in, as read back
+    multipath_dropin: str                   # its path
+    multipathd: str                         # how multipathd answers (Manager.Multipathd)
 
 
 @dataclass
@@ -38,6 +45,9 @@ class NoHints:
     rescan_suggested: set[int] = field(default_factory=set)
     persistent: set[str] = field(default_factory=set)
     persistent_rows: list[dict[str, str]] = field(default_factory=list)
+    multipath_settings: MultipathSettings = field(default_factory=MultipathSettings)
+    multipath_dropin: str = ""
+    multipathd: str = UNKNOWN
 
 
 @dataclass
@@ -66,11 +76,24 @@ class RenderContext:
 
 
 def render_manager(backend: str, hints: Hints) -> Objects:
-    return {MANAGER_I: {"Version": __version__, "Backend": backend, "PersistentVhbas": [
+    return {MANAGER_I: {"Version": __version__, "Backend": backend,
+                        "MultipathConfig": render_multipath_config(hints.multipath_settings,
+                                                                   hints.multipath_dropin),
+                        "Multipathd": hints.multipathd, "PersistentVhbas": [
         {**{k: Variant("s", v) for k, v in row.items()},
          "Vhba": Variant("o", paths.vhba(row["WWPN"]) if row.get("Status") != "failed"
                          else paths.NO_OBJECT)}
         for row in hints.persistent_rows]}}
+
+
+def render_multipath_config(s: MultipathSettings, dropin: str) -> dict[str, Variant]:
+    return {
+        "UserFriendlyNames": Variant("b", DEFAULT_FRIENDLY if s.user_friendly_names is None
+                                     else s.user_friendly_names),
+        "FindMultipaths": Variant("s", s.find_multipaths or DEFAULT_FIND),
+        "IncludeWwids": Variant("as", list(s.include_wwids)),
+        "ExcludeWwids": Variant("as", list(s.exclude_wwids)),
+        "DropIn": Variant("s", dropin)}
 
 
 def render_remote_port(r: RemotePort) -> dict[str, Variant]:
@@ -127,11 +150,30 @@ def render_vhba(ctx: RenderContext, v: Vport) -> Objects:
         "Persistent": v.wwpn in ctx.hints.persistent}}
 
 
+def render_session(ctx: RenderContext, s: IscsiSession) -> Objects:
+    return {SESSION_I: {
+        "Name": s.name,
+        "Host": paths.host(s.host) if s.host is not None and s.host in ctx.inv.hosts
+        else paths.NO_OBJECT,
+        "TargetName": s.target_name, "State": s.state, "Tpgt": s.tpgt,
+        "InitiatorName": s.initiator_name if s.initiator_name != "(null)" else "",
+        "Portal": f"{s.address}:{s.port}" if s.address else "",
+        "RecoveryTimeout": s.recovery_tmo}}
+
+
 def render_map(ctx: RenderContext, m: MultipathMap) -> Objects:
     by_block = ctx.lun_by_block
+    views = map_paths(ctx.inv, m, by_block)
     return {MAP_I: {
         "Name": m.name, "WWID": m.wwid, "DmDevice": f"/dev/{m.dm}", "Size": m.size,
-        "Paths": [paths.lun(by_block[s]) for s in m.slaves if s in by_block]}}
+        "Paths": [{"Lun": Variant("o", paths.lun(by_block[v.dev]) if v.dev in by_block
+                                  else paths.NO_OBJECT),
+                   "Device": Variant("s", v.dev), "DmState": Variant("s", v.dm_state),
+                   "DeviceState": Variant("s", v.device_state),
+                   "CheckerState": Variant("s", v.checker_state), "Up": Variant("b", v.up)}
+                  for v in views],
+        "ActivePaths": sum(v.up for v in views), "TotalPaths": len(views),
+        "Features": m.features, "HwHandler": m.hwhandler, "Health": health(views)}}
 
 
 def job_objects(job: Job) -> list[str]:

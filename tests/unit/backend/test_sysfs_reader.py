@@ -136,7 +136,8 @@ def test_a_multipath_map_is_linked_to_its_paths_through_holders(sim):
     assert sorted(m.slaves) == sorted([a.block, b.block])
     ctx = RenderContext(new)
     paths = render_map(ctx, m)["org.example.SanStorage.MultipathMap"]["Paths"]
-    assert paths == ["/org/example/SanStorage/luns/1_0_0_1", "/org/example/SanStorage/luns/2_0_0_1"]
+    assert [p["Lun"].value for p in paths] == ["/org/example/SanStorage/luns/1_0_0_1",
+                                               "/org/example/SanStorage/luns/2_0_0_1"]
     lun = render_lun(ctx, new.luns[a.hctl])["org.example.SanStorage.Lun"]
     assert lun["MultipathMap"] == "/org/example/SanStorage/multipath/1Linux_5fscsi_5fdebug_5f2000"
     assert render_lun(ctx, new.luns[HCTL(1, 0, 0, 0)])["org.example.SanStorage.Lun"][

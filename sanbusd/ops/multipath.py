@@ -1,0 +1,393 @@
+"""Multipath maps: what multipathd says about them, creating all that should exist, flushing one,
+and the few settings sanbusd manages (a drop-in beside the admin's multipath.conf).
+
+multipathd stays in charge of its maps: sanbusd asks it ("add map", "del map", "reconfigure")
+and never loads or removes a dm table behind its back. What users of multipath-tools and
+os-brick run into is handled here: a flush races with users of the map (check the holders
+first, and let multipathd refuse an open map), "add map" fails right after a flush (one
+"reconfigure" then), "reconfigure" makes multipathd answer "timeout" for a while (the client
+retries within its deadline), and a map exists before it is ready for I/O (wait for udev and
+for a path that is up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from dataclasses import replace
+from typing import Callable
+
+from .. import errors
+from ..backend.base import Backend
+from ..backend.multipathd import (MultipathdAbsent, MultipathdClient, MultipathdError,
+                                  MultipathdGarbage, MultipathdTimeout)
+from ..config import Settings
+from ..model.multipath import (PATHS_COMMAND, UNKNOWN, MapStatus, MultipathSettings, parse_dropin,
+                               parse_paths_raw, render_dropin)
+from ..model.records import Dirty, MultipathMap, map_paths
+from ..persist import write_text
+from ..state import State
+from .jobs import Jobs
+from .lun import LunOps
+
+log = logging.getLogger(__name__)
+
+DROPIN = "sanbusd.conf"
+RUNNING, ABSENT, NOT_RESPONDING, ERROR = "running", "absent", "not-responding", "error"
+
+
+def status_of(e: MultipathdError) -> str:
+    if isinstance(e, MultipathdAbsent):
+        return ABSENT
+    if isinstance(e, MultipathdTimeout):
+        return NOT_RESPONDING
+    return ERROR
+
+
+def san_error(e: MultipathdError, doing: str) -> errors.SanError:
+    if isinstance(e, MultipathdAbsent):
+        return errors.NotSupported(f"{doing}: {e}")
+    if isinstance(e, MultipathdTimeout):
+        return errors.TimedOut(f"{doing}: {e}")
+    if isinstance(e, MultipathdGarbage):
+        return errors.Failed(f"{doing}: multipathd's answer could not be read ({e})")
+    return errors.Failed(f"{doing}: {e}")
+
+
+class MultipathdStates:
+    """The map states a re-read of the inventory attaches to its map records (kinds.MapStates).
+
+    Called from the refresh's worker thread. A few maps are asked for one by one, many with one
+    `show maps json`. A multipathd that does not answer costs a re-read one short wait, then
+    is left alone for `backoff` seconds (the poller notices when it is back), so kernel events
+    keep flowing while multipathd hangs.
+    """
+
+    BULK = 16
+
+    def __init__(self, client: MultipathdClient, report: Callable[[str], None],
+                 quick_timeout: float = 2.0, backoff: float = 10.0) -> None:
+        self.client = client
+        self.report = report
+        self.quick_timeout = min(quick_timeout, client.timeout)
+        self.backoff = backoff
+        self._cache: dict[str, MapStatus] = {}
+        self._quiet_until = 0.0
+        self._lock = threading.Lock()
+
+    def prefetch(self, dms: set[str]) -> None:
+        with self._lock:
+            self._cache = {}
+            if not dms or time.monotonic() < self._quiet_until:
+                return
+            try:
+                if len(dms) > self.BULK:
+                    self._cache = self.client.maps(self.quick_timeout * 4)
+                else:
+                    for dm in sorted(dms):
+                        st = self.client.map(dm, self.quick_timeout)
+                        if st is not None:
+                            self._cache[dm] = st
+            except MultipathdError as e:
+                self.failed(e)
+                return
+            self.report(RUNNING)
+
+    def get(self, dm: str) -> MapStatus | None:
+        return self._cache.get(dm)
+
+    def failed(self, e: MultipathdError) -> None:
+        if not isinstance(e, MultipathdAbsent):
+            self._quiet_until = time.monotonic() + self.backoff
+        self.report(status_of(e))
+
+    def answered(self) -> None:
+        self._quiet_until = 0.0
+        self.report(RUNNING)
+
+
+def _record_matches(m: MultipathMap, st: MapStatus | None) -> bool:
+    if st is None:
+        return not m.known
+    return m.known and (m.features, m.hwhandler, m.path_states) == (
+        st.features, st.hwhandler, st.paths)
+
+
+class MultipathOps:
+    def __init__(self, backend: Backend, state: State, jobs: Jobs, settings: Settings,
+                 client: MultipathdClient, lun_ops: LunOps) -> None:
+        self.backend = backend
+        self.state = state
+        self.jobs = jobs
+        self.settings = settings
+        self.client = client
+        self.lun_ops = lun_ops
+        conf_dir = settings.multipath_conf_dir or backend.multipath_conf_dir
+        self.dropin = os.path.join(conf_dir, DROPIN)
+        self.states = MultipathdStates(client, self._report)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._poller: asyncio.Task | None = None
+        self._config_lock = asyncio.Lock()
+        self._create_lock = asyncio.Lock()
+
+    # -- how multipathd answers, shown as Manager.Multipathd ------------------------------------
+
+    def _report(self, status: str) -> None:
+        """From any thread: multipathd's status for the Manager."""
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            if asyncio.get_running_loop() is loop:
+                self.state.set_multipath(daemon=status)
+                return
+        except RuntimeError:
+            pass
+        loop.call_soon_threadsafe(lambda: self.state.set_multipath(daemon=status))
+
+    async def _ask(self, fn, *args, doing: str):
+        """One multipathd command off the loop; its failure as the caller's named error."""
+        try:
+            result = await asyncio.to_thread(fn, *args)
+        except MultipathdError as e:
+            self.states.failed(e)
+            raise san_error(e, doing) from None
+        self.states.answered()
+        return result
+
+    def start(self) -> None:
+        """At start-up (on the loop): show the drop-in, and keep path states fresh."""
+        self._loop = asyncio.get_running_loop()
+        self.state.set_multipath(settings=self._read_dropin(), dropin=self.dropin)
+        self._poller = asyncio.ensure_future(self._poll())
+
+    def stop(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+
+    async def _poll(self) -> None:
+        """Path checker verdicts change without a kernel event: compare multipathd's view with
+        the published one now and then, and re-read the maps that differ."""
+        while True:
+            try:
+                await self.poll_once()
+            except Exception:  # noqa: BLE001 - the poller must outlive one bad answer
+                log.exception("polling multipathd failed")
+            await asyncio.sleep(self.settings.multipathd_poll)
+
+    async def poll_once(self) -> None:
+        inv = self.state.inventory
+        try:
+            if inv.maps:
+                maps = await asyncio.to_thread(self.client.maps)
+            else:
+                await asyncio.to_thread(self.client.running)
+                maps = {}
+        except MultipathdError as e:
+            self.states.failed(e)
+            stale = {dm for dm, m in self.state.inventory.maps.items() if m.known}
+        else:
+            self.states.answered()
+            inv = self.state.inventory
+            stale = {dm for dm, m in inv.maps.items() if not _record_matches(m, maps.get(dm))}
+            # A device state multipathd read that sanbusd has not (no kernel event says so).
+            states = {p.dev: p.dev_state for st in maps.values() for p in st.paths
+                      if p.dev_state != UNKNOWN}
+            stale |= {lun.holder for lun in inv.luns.values() if lun.holder in inv.maps
+                      and states.get(lun.block, lun.state) != lun.state}
+        if stale:
+            self.state.pump.feed_dirty(Dirty.of(maps=stale))
+
+    # -- create ---------------------------------------------------------------------------------
+
+    async def candidates(self, wwids: list[str] | None, all_eligible: bool) -> dict[str, list[str]]:
+        """WWID -> path devices, as multipathd groups paths, of the WWIDs to map."""
+        known = parse_paths_raw_checked(await self._ask(
+            self.client.command, PATHS_COMMAND, doing="listing paths"))
+        by_wwid: dict[str, list[str]] = {}
+        blocks = {lun.block for lun in self.state.inventory.luns.values() if lun.block}
+        for dev, wwid in known.items():
+            if dev in blocks:
+                by_wwid.setdefault(wwid, []).append(dev)
+        if wwids is not None:
+            missing = [w for w in wwids if w not in by_wwid]
+            if missing:
+                raise errors.NotFound(
+                    f"no LUN path here has WWID {missing[0]} as multipath knows it; "
+                    "`sanctl status` lists the LUNs (multipath's WWID is 3 + the naa. digits, "
+                    "or udev's ID_SERIAL)")
+            return {w: sorted(by_wwid[w]) for w in wwids}
+        least = 1 if all_eligible else 2
+        return {w: sorted(d) for w, d in sorted(by_wwid.items()) if len(d) >= least}
+
+    async def create_all(self, wwids: list[str] | None, all_eligible: bool, timeout: float,
+                         uid: int) -> list[str]:
+        """Map every chosen WWID; returns their WWIDs once each map is on the bus and ready."""
+        async with self._create_lock:
+            chosen = await self.candidates(wwids, all_eligible)
+            job = self.jobs.start("multipath-create", [], uid, cancelable=False)
+            try:
+                done = await self._create(job, chosen, timeout)
+            except errors.SanError as e:
+                self.jobs.finish(job, False, e.message)
+                raise
+            except Exception:
+                self.jobs.finish(job, False, "internal error (see sanbusd's log)")
+                raise
+            self.jobs.finish(job, True, f"{len(done)} multipath maps ready")
+            return done
+
+    def _map_of(self, wwid: str) -> MultipathMap | None:
+        return next((m for m in self.state.inventory.maps.values() if m.wwid == wwid), None)
+
+    async def _create(self, job, chosen: dict[str, list[str]], timeout: float) -> list[str]:
+        refused: dict[str, str] = {}
+        todo = [w for w in chosen if self._map_of(w) is None]
+        for i, wwid in enumerate(todo):
+            reply = await self._ask(self.client.add_map, wwid, doing=f"creating map {wwid}")
+            if reply == "blacklisted":
+                raise errors.Failed(f"multipathd will not map {wwid}: it is blacklisted "
+                                    "(see MultipathConfig and /etc/multipath.conf)")
+            if reply != "ok":
+                refused[wwid] = reply
+            self.jobs.progress(job, (i + 1) / max(1, len(todo)) * 0.9)
+        if refused:
+            # multipathd refuses "add map" for a WWID it flushed until it reconfigures.
+            log.info("multipathd refused add map for %s; reconfiguring", ", ".join(refused))
+            await self._ask(self.client.reconfigure, doing="reconfiguring multipathd")
+        self._pick_up_new_maps()
+        want = list(chosen)
+        if not await self.state.wait_for(lambda: not self._ready(want), timeout):
+            missing = self._ready(want)
+            w = missing[0]
+            if self._map_of(w) is None and w in refused:
+                raise errors.Failed(f"multipathd did not create a map for {w} (it answered "
+                                    f"{refused[w]!r}, also after a reconfigure); its log says why")
+            what = "has no map" if self._map_of(w) is None else "is not ready for I/O"
+            raise errors.TimedOut(f"{len(missing)} of {len(want)} WWIDs not ready after "
+                                  f"{timeout:g} s: {w} {what}")
+        return want
+
+    def _pick_up_new_maps(self) -> None:
+        """udev announces new maps; without udev (a test tree), look for them once."""
+        fresh = set(self.backend.reader.map_names()) - self.state.inventory.maps.keys()
+        if fresh:
+            self.state.pump.feed_dirty(Dirty.of(maps=fresh))
+
+    def _ready(self, wwids: list[str]) -> list[str]:
+        """The WWIDs whose map is not yet on the bus and ready for I/O (its /dev/mapper node set
+        up by udev, a path up)."""
+        inv = self.state.inventory
+        by_wwid = {m.wwid: m for m in inv.maps.values()}
+        by_block = {lun.block: lun.hctl for lun in inv.luns.values() if lun.block}
+        return [w for w in wwids
+                if (m := by_wwid.get(w)) is None or not self.backend.block_ready(m.dm)
+                or not any(v.up for v in map_paths(inv, m, by_block))]
+
+    # -- flush ----------------------------------------------------------------------------------
+
+    async def flush(self, wwid: str, deferred: bool = False, remove_paths: bool = False) -> None:
+        m = self._map_of(wwid)
+        if m is None:
+            raise errors.NotFound(f"no multipath map with WWID {wwid}")
+        name = m.name or m.dm
+        users = await asyncio.to_thread(self.backend.block_users, m.dm)
+        if users and deferred:
+            try:
+                await asyncio.to_thread(self.backend.dm_deferred_remove, m.name or m.dm)
+            except OSError as e:
+                raise errors.from_errno(e, f"deferred remove of {name}") from None
+            log.info("map %s is in use by %s: it goes when its last user closes it", name,
+                     ", ".join(users))
+            return
+        if users:
+            raise errors.Busy(f"multipath map {name} is in use by {', '.join(users)}; stop "
+                              "using it first (unmount it, shut the VM down), or pass "
+                              "deferred=true to remove it when it is closed")
+        reply = await self._ask(self.client.del_map, m.dm, doing=f"flushing {name}")
+        if reply not in ("ok", "delayed"):
+            users = await asyncio.to_thread(self.backend.block_users, m.dm)
+            raise errors.Busy(f"multipathd refused to flush {name} (it answered {reply!r})"
+                              + (f": it is in use by {', '.join(users)}" if users else
+                                 ": it is probably in use; retry once it is closed"))
+        await self.state.pump.sync(Dirty.of(maps={m.dm}))
+        wait = self.settings.settle_timeout
+        if not await self.state.wait_for(lambda: m.dm not in self.state.inventory.maps, wait):
+            raise errors.TimedOut(f"multipathd flushed {name} but it is still listed after "
+                                  f"{wait:g} s")
+        if remove_paths:
+            await self._remove_paths(m)
+
+    async def _remove_paths(self, m: MultipathMap) -> None:
+        by_block = {lun.block: lun.hctl for lun in self.state.inventory.luns.values()
+                    if lun.block}
+        failed = []
+        for dev in m.slaves:
+            hctl = by_block.get(dev)
+            if hctl is None:
+                continue
+            try:
+                await self.lun_ops.delete(hctl)
+            except errors.NotFound:
+                continue
+            except errors.SanError as e:
+                failed.append(f"{hctl}: {e.message}")
+        if failed:
+            raise errors.Failed(f"map {m.name or m.dm} was flushed, but not every path could be "
+                                "removed: " + "; ".join(failed))
+
+    # -- configuration --------------------------------------------------------------------------
+
+    def _read_dropin(self) -> MultipathSettings:
+        try:
+            with open(self.dropin) as f:
+                return parse_dropin(f.read())
+        except FileNotFoundError:
+            return MultipathSettings()
+        except (OSError, UnicodeDecodeError) as e:
+            log.warning("cannot read %s: %s", self.dropin, e)
+            return MultipathSettings()
+
+    async def set_config(self, changes: dict) -> None:
+        async with self._config_lock:
+            cur = self.state.multipath_settings
+            try:
+                new = replace(cur, **changes).validated()
+            except ValueError as e:
+                raise errors.InvalidArgument(str(e)) from None
+            for m in self.state.inventory.maps.values():
+                if _excluded(new, m.wwid) and not _excluded(cur, m.wwid):
+                    users = await asyncio.to_thread(self.backend.block_users, m.dm)
+                    if users:
+                        raise errors.Busy(
+                            f"excluding {m.wwid} would take map {m.name or m.dm} away from "
+                            f"{', '.join(users)}; stop using it first; nothing was written")
+            text = render_dropin(new)
+            try:
+                await asyncio.to_thread(write_text, self.dropin, text, 0o644)
+            except OSError as e:
+                raise errors.Failed(f"cannot write {self.dropin}: {e.strerror or e}") from None
+            self.state.set_multipath(settings=parse_dropin(text))
+            try:
+                reply = await self._ask(self.client.reconfigure, doing="applying the settings")
+            except (errors.NotSupported, errors.TimedOut) as e:
+                raise type(e)(f"{self.dropin} is written and applies when multipathd (re)starts; "
+                              f"{e.message}") from None
+            if reply != "ok":
+                raise errors.Failed(f"{self.dropin} is written, but multipathd's reconfigure "
+                                    f"answered {reply!r}; its log says why")
+            self._pick_up_new_maps()
+
+
+def _excluded(s: MultipathSettings, wwid: str) -> bool:
+    return wwid in s.exclude_wwids or bool(s.include_wwids) and wwid not in s.include_wwids
+
+
+def parse_paths_raw_checked(text: str) -> dict[str, str]:
+    try:
+        return parse_paths_raw(text)
+    except ValueError as e:
+        raise errors.Failed(f"listing paths: multipathd's answer could not be read ({e})") from None
