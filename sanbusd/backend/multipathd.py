@@ -47,20 +47,25 @@ def _address(address: str) -> str | bytes:
 
 class MultipathdClient:
     def __init__(self, address: str = REAL_SOCKET, timeout: float = 30.0,
-                 retry_delay: float = 0.2) -> None:
+                 retry_delay: float = 0.2, absent_grace: float = 1.0) -> None:
         self.address = address
         self.timeout = timeout
         self.retry_delay = retry_delay
+        # A refused connection is retried this long: enough for a restart to take its socket
+        # again, short enough that an absent multipathd is reported at once.
+        self.absent_grace = absent_grace
 
     def command(self, cmd: str, timeout: float | None = None) -> str:
         """Send one command; its reply without the trailing newline. Retries "timeout"
         replies and refused connections (multipathd restarting) until the deadline."""
-        deadline = time.monotonic() + (timeout or self.timeout)
+        start = time.monotonic()
+        deadline = start + (timeout or self.timeout)
         while True:
             try:
                 reply = self._once(cmd, deadline)
             except MultipathdAbsent:
-                if time.monotonic() + self.retry_delay >= deadline:
+                now = time.monotonic() + self.retry_delay
+                if now >= deadline or now >= start + self.absent_grace:
                     raise
             else:
                 if reply != "timeout":

@@ -14,7 +14,7 @@ import socket
 import sys
 
 from ..config import default_sim_dir
-from ..model.ids import normalize_wwn, parse_size
+from ..model.ids import normalize_wwn, parse_hctl, parse_size
 from ..sim.fabric import FabricError
 from ..sim.generate import generate
 from ..sim.san import SimulatedSan
@@ -116,6 +116,12 @@ def _wwid(text: str) -> str:
     return text.strip()
 
 
+def _hctl(text: str) -> str:
+    if parse_hctl(text.strip()) is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not H:C:T:L, e.g. 1:0:0:2")
+    return text.strip()
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG, description="Act as the SAN admin of a simulated SAN that sanbusd "
@@ -130,12 +136,22 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("port-up", help="a target port (re)joins the fabric; initiators log in "
                        "and see its LUNs")
     s.add_argument("wwpn", type=_wwpn)
-    s = sub.add_parser("hold-open", help="a process on the host holds a disk open (e.g. a VM): "
-                       "sanbusd must not remove it")
-    s.add_argument("block", help="the disk, e.g. sdc")
+    s = sub.add_parser("hold-open", help="a process on the host holds a disk or a multipath map "
+                       "open (e.g. a VM): sanbusd must not remove it")
+    s.add_argument("block", help="the disk or map, e.g. sdc, dm-0 or mpatha")
     s.add_argument("--by", default="a process", help="who holds it (shown in Busy errors)")
-    s = sub.add_parser("release", help="the process closes the disk again")
+    s = sub.add_parser("release", help="the process closes the disk or map again (a deferred "
+                       "remove of the map happens then)")
     s.add_argument("block")
+    s = sub.add_parser("multipathd", help="the host's multipathd: running, absent (its socket "
+                       "refuses), hung (reads commands, never answers), garbage (answers what "
+                       "is not multipathd's), or restart (absent a moment, state kept)")
+    s.add_argument("mode", choices=["running", "absent", "hung", "garbage", "restart"])
+    s = sub.add_parser("device-state", help="what `echo STATE > /sys/class/scsi_device/H:C:T:L/"
+                       "device/state` does: offline fails its multipath path, running brings "
+                       "it back")
+    s.add_argument("hctl", type=_hctl, help="the LUN path, e.g. 1:0:0:2")
+    s.add_argument("state", choices=["running", "offline"])
     s = sub.add_parser("fabric-down", help="a fabric's switch goes away: its ports lose their "
                        "link, their remote ports block, vHBAs on it go Linkdown")
     s.add_argument("fabric", help="the fabric's name in the fabric file")
@@ -159,13 +175,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--lun", required=True, type=_lun)
     s.add_argument("--size", required=True, type=_size)
     s = sub.add_parser("mpath-create", help="make a multipath map (dm-N, mpatha...) over every "
-                       "path of a LUN, as multipathd would")
+                       "path of a LUN, as `multipath WWID` would")
     s.add_argument("--wwid", required=True, type=_wwid,
                    help="the LUN's WWID: naa.6001... (sysfs) or 36001... (multipath)")
     s = sub.add_parser("mpath-remove", help="flush the multipath map of a LUN (multipath -f); "
                        "its paths stay")
     s.add_argument("--wwid", required=True, type=_wwid)
     sub.add_parser("writes", help="print every write the daemon made to the simulated sysfs")
+    sub.add_parser("status", help="print the disks, multipath maps, what is held open and "
+                   "multipathd's state")
     s = sub.add_parser("layout", help="lay out FABRIC's sysfs tree in DIR afresh (no daemon), "
                        "e.g. for lsscsi --sysfsroot DIR/sys or sanbusd --sysfs-root DIR/sys")
     s.add_argument("fabric")
@@ -177,6 +195,23 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--wwids", type=int, default=4096, help="distinct LUNs (WWIDs)")
     s.add_argument("--scan-delay", type=float, default=0.05)
     return p
+
+
+def print_status(st: dict) -> None:
+    opened = st.get("opened", {})
+    print(f"hosts {' '.join(f'host{h}' for h in st['hosts'])}; {st['luns']} LUN paths; "
+          f"arrays {', '.join(st['arrays'])}")
+    for hctl, sd in st.get("disks", {}).items():
+        print(f"  {hctl:<12} {sd}" + (f"  held open by {opened[sd]}" if sd in opened else ""))
+    mp = st.get("multipath", {})
+    conf = mp.get("config", {})
+    print(f"multipathd {mp.get('mode', '?')}: find_multipaths {conf.get('find_multipaths')}, "
+          f"user_friendly_names {'yes' if conf.get('user_friendly_names') else 'no'}")
+    for m in st["maps"]:
+        failed = set(m.get("failed", []))
+        paths = " ".join(sd + (" (failed)" if sd in failed else "") for sd in m["slaves"])
+        held = f"  held open by {opened[m['dm']]}" if m["dm"] in opened else ""
+        print(f"  {m['name']} ({m['dm']}) {m['wwid']}: {paths or 'no paths'}{held}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
         request(args.dir, {"command": "hold-open", "block": args.block, "by": args.by})
     elif args.command == "release":
         request(args.dir, {"command": "release", "block": args.block})
+    elif args.command == "multipathd":
+        request(args.dir, {"command": "multipathd", "mode": args.mode})
+    elif args.command == "device-state":
+        request(args.dir, {"command": "device-state", "hctl": args.hctl, "state": args.state})
     elif args.command in ("fabric-down", "fabric-up"):
         request(args.dir, {"command": args.command, "fabric": args.fabric})
     elif args.command == "provision":
@@ -220,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{' '.join(m['slaves'])}")
     elif args.command == "mpath-remove":
         request(args.dir, {"command": "mpath-remove", "wwid": args.wwid})
+    elif args.command == "status":
+        print_status(request(args.dir, {"command": "status"}))
     elif args.command == "writes":
         for w in request(args.dir, {"command": "writes"})["writes"]:
             print(f"{w['path']}\t{w['data']!r}\t{w['result']}")

@@ -36,7 +36,25 @@ from .lun import LunOps
 log = logging.getLogger(__name__)
 
 DROPIN = "sanbusd.conf"
+ADD_MAP_WAIT = 5.0      # s for a map multipathd said it made to appear before reconfiguring
 RUNNING, ABSENT, NOT_RESPONDING, ERROR = "running", "absent", "not-responding", "error"
+
+
+async def off_loop(fn, *args):
+    """fn(*args) in a daemon thread: a multipathd that hangs must not hold up the daemon's exit
+    (asyncio.to_thread's pool is joined at exit)."""
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+
+    def run() -> None:
+        try:
+            result = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
+            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_exception(e))
+        else:
+            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(result))
+    threading.Thread(target=run, name="multipathd-call", daemon=True).start()
+    return await fut
 
 
 def status_of(e: MultipathdError) -> str:
@@ -151,7 +169,7 @@ class MultipathOps:
     async def _ask(self, fn, *args, doing: str):
         """One multipathd command off the loop; its failure as the caller's named error."""
         try:
-            result = await asyncio.to_thread(fn, *args)
+            result = await off_loop(fn, *args)
         except MultipathdError as e:
             self.states.failed(e)
             raise san_error(e, doing) from None
@@ -182,9 +200,9 @@ class MultipathOps:
         inv = self.state.inventory
         try:
             if inv.maps:
-                maps = await asyncio.to_thread(self.client.maps)
+                maps = await off_loop(self.client.maps)
             else:
-                await asyncio.to_thread(self.client.running)
+                await off_loop(self.client.running)
                 maps = {}
         except MultipathdError as e:
             self.states.failed(e)
@@ -244,38 +262,56 @@ class MultipathOps:
         return next((m for m in self.state.inventory.maps.values() if m.wwid == wwid), None)
 
     async def _create(self, job, chosen: dict[str, list[str]], timeout: float) -> list[str]:
-        refused: dict[str, str] = {}
+        # multipathd 0.9 makes the map and then answers "fail" when the map gets a friendly
+        # name (it looks the new map up by the WWID), also right after a flush: its answer
+        # says nothing. What counts is whether the map appears; a WWID whose map does not
+        # (multipathd still remembers its flush) gets one "reconfigure".
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        answers: dict[str, str] = {}
         todo = [w for w in chosen if self._map_of(w) is None]
         for i, wwid in enumerate(todo):
             reply = await self._ask(self.client.add_map, wwid, doing=f"creating map {wwid}")
             if reply == "blacklisted":
                 raise errors.Failed(f"multipathd will not map {wwid}: it is blacklisted "
                                     "(see MultipathConfig and /etc/multipath.conf)")
-            if reply != "ok":
-                refused[wwid] = reply
-            self.jobs.progress(job, (i + 1) / max(1, len(todo)) * 0.9)
-        if refused:
-            # multipathd refuses "add map" for a WWID it flushed until it reconfigures.
-            log.info("multipathd refused add map for %s; reconfiguring", ", ".join(refused))
-            await self._ask(self.client.reconfigure, doing="reconfiguring multipathd")
-        self._pick_up_new_maps()
+            answers[wwid] = reply
+            self.jobs.progress(job, (i + 1) / max(1, len(todo)) * 0.8)
         want = list(chosen)
-        if not await self.state.wait_for(lambda: not self._ready(want), timeout):
+        first = min(timeout, ADD_MAP_WAIT + len(todo) * 0.01)
+        if not await self.state.wait_for(lambda: not self._unmapped(want), first):
+            await self._pick_up_new_maps()
+        missing = self._unmapped(want)
+        if missing:
+            log.info("no map yet for %d WWIDs (%s%s); asking multipathd to reconfigure",
+                     len(missing), ", ".join(missing[:3]), ", ..." if len(missing) > 3 else "")
+            await self._ask(self.client.reconfigure, doing="reconfiguring multipathd")
+        self.jobs.progress(job, 0.9)
+        rest = max(0.1, deadline - loop.time())
+        if not await self.state.wait_for(lambda: not self._ready(want), rest):
+            await self._pick_up_new_maps()
             missing = self._ready(want)
+            if not missing:
+                return want
             w = missing[0]
-            if self._map_of(w) is None and w in refused:
+            if self._map_of(w) is None:
                 raise errors.Failed(f"multipathd did not create a map for {w} (it answered "
-                                    f"{refused[w]!r}, also after a reconfigure); its log says why")
-            what = "has no map" if self._map_of(w) is None else "is not ready for I/O"
-            raise errors.TimedOut(f"{len(missing)} of {len(want)} WWIDs not ready after "
-                                  f"{timeout:g} s: {w} {what}")
+                                    f"{answers.get(w, 'nothing')!r}, also after a "
+                                    "reconfigure); its log says why")
+            raise errors.TimedOut(f"{len(missing)} of {len(want)} maps not ready for I/O after "
+                                  f"{timeout:g} s, e.g. {self._map_of(w).name or w}")
         return want
 
-    def _pick_up_new_maps(self) -> None:
-        """udev announces new maps; without udev (a test tree), look for them once."""
-        fresh = set(self.backend.reader.map_names()) - self.state.inventory.maps.keys()
+    def _unmapped(self, wwids: list[str]) -> list[str]:
+        have = {m.wwid for m in self.state.inventory.maps.values()}
+        return [w for w in wwids if w not in have]
+
+    async def _pick_up_new_maps(self) -> None:
+        """udev announces new maps; in case it is slow or absent, look for them once."""
+        fresh = set(await asyncio.to_thread(self.backend.reader.map_names))
+        fresh -= self.state.inventory.maps.keys()
         if fresh:
-            self.state.pump.feed_dirty(Dirty.of(maps=fresh))
+            await self.state.pump.sync(Dirty.of(maps=fresh))
 
     def _ready(self, wwids: list[str]) -> list[str]:
         """The WWIDs whose map is not yet on the bus and ready for I/O (its /dev/mapper node set
@@ -307,7 +343,8 @@ class MultipathOps:
             raise errors.Busy(f"multipath map {name} is in use by {', '.join(users)}; stop "
                               "using it first (unmount it, shut the VM down), or pass "
                               "deferred=true to remove it when it is closed")
-        reply = await self._ask(self.client.del_map, m.dm, doing=f"flushing {name}")
+        # "del map" takes the device-mapper name (not dm-N, not the WWID).
+        reply = await self._ask(self.client.del_map, name, doing=f"flushing {name}")
         if reply not in ("ok", "delayed"):
             users = await asyncio.to_thread(self.backend.block_users, m.dm)
             raise errors.Busy(f"multipathd refused to flush {name} (it answered {reply!r})"
@@ -379,7 +416,6 @@ class MultipathOps:
             if reply != "ok":
                 raise errors.Failed(f"{self.dropin} is written, but multipathd's reconfigure "
                                     f"answered {reply!r}; its log says why")
-            self._pick_up_new_maps()
 
 
 def _excluded(s: MultipathSettings, wwid: str) -> bool:

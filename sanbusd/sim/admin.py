@@ -44,12 +44,29 @@ class AdminMixin(SanCore):
             names = [r.name for r in self.rports.values() if r.port.wwpn == wwpn]
             events = []
             for name in names:
-                self.rports[name].state = "Blocked"
-                rel = f"class/fc_remote_ports/{name}"
-                self.fs.set(rel, "port_state", "Blocked")
-                events.append(uevent("change", "fc_remote_ports", self.fs.devpath(rel)))
+                events += self._block_rport(self.rports[name])
         self._send(events)
         self._later(self.fabric.dev_loss_tmo, self._dev_loss, names)
+
+    def _block_rport(self, r) -> list[UEvent]:
+        """fc_remote_port_delete: the rport blocks and so do its SCSI devices (no uevent for
+        theirs); multipathd's checker fails their paths."""
+        r.state = "Blocked"
+        rel = f"class/fc_remote_ports/{r.name}"
+        self.fs.set(rel, "port_state", "Blocked")
+        events = [uevent("change", "fc_remote_ports", self.fs.devpath(rel))]
+        hctls = [h for h in self._lun_hctls(r.host, r.target_id)
+                 if self._set_device_state(h, "blocked")]
+        return events + self._devices_changed(hctls)
+
+    def _unblock_rport(self, r) -> list[UEvent]:
+        r.state = "Online"
+        rel = f"class/fc_remote_ports/{r.name}"
+        self.fs.set(rel, "port_state", "Online")
+        events = [uevent("change", "fc_remote_ports", self.fs.devpath(rel))]
+        hctls = [h for h in self._lun_hctls(r.host, r.target_id)
+                 if self.dev_states.get(h) == "blocked" and self._set_device_state(h, "running")]
+        return events + self._devices_changed(hctls)
 
     def _dev_loss(self, names: list[str]) -> None:
         with self._changing():
@@ -72,27 +89,32 @@ class AdminMixin(SanCore):
                            if r.host == h.number and r.port.wwpn == wwpn]
                 if blocked:
                     for r in blocked:
-                        r.state = "Online"
-                        rel = f"class/fc_remote_ports/{r.name}"
-                        self.fs.set(rel, "port_state", "Online")
-                        events.append(uevent("change", "fc_remote_ports", self.fs.devpath(rel)))
+                        events += self._unblock_rport(r)
                 elif self._host_port_state(h) == "Online":
                     events += self._add_rport(h, ai, self.fabric.arrays[ai], port)
         self._send(events)
 
     def hold_open(self, block: str, by: str) -> None:
-        """Someone on the host opens a disk (a VM's QEMU, a mount): it is in use."""
+        """Someone on the host opens a disk or a multipath map (a VM's QEMU, a mount): it is
+        in use. A map is named by dm-N or by its name (mpatha)."""
         with self._changing():
-            if block not in self.blocks.values():
-                raise SanAdminError(f"no disk {block!r}; `sanbusd-sim status` lists them")
-            self.opened[block] = by
+            name = self._resolve_open(block)
+            if name not in self.blocks.values() and name not in self.maps:
+                raise SanAdminError(f"no disk or multipath map {block!r}; `sanbusd-sim "
+                                    "status` lists them")
+            self.opened[name] = by
 
     def release(self, block: str) -> None:
+        """The holder closes it; a map whose deferred remove waited for that goes now."""
         with self._changing():
-            if self.opened.pop(block, None) is None:
+            name = self._resolve_open(block)
+            if self.opened.pop(name, None) is None:
                 raise SanAdminError(f"{block!r} is not held open")
+            events = self._released(name)
+        self._send(events)
 
     def block_users(self, block: str) -> list[str]:
+        """Who holds the disk (sdX) or the map (dm-N) open."""
         with self._lock:
             return [self.opened[block]] if block in self.opened else []
 
@@ -117,10 +139,7 @@ class AdminMixin(SanCore):
                 events.append(uevent("change", "fc_host", fch))
                 for r in self.rports.values():
                     if r.host == h.number and r.state != "Blocked":
-                        r.state = "Blocked"
-                        rel = f"class/fc_remote_ports/{r.name}"
-                        self.fs.set(rel, "port_state", "Blocked")
-                        events.append(uevent("change", "fc_remote_ports", self.fs.devpath(rel)))
+                        events += self._block_rport(r)
                         names.append(r.name)
             numbers = {h.number for h in hosts}
             for v in self.vports.values():
@@ -156,10 +175,7 @@ class AdminMixin(SanCore):
             for h in hosts:
                 for r in self.rports.values():
                     if r.host == h.number and r.state == "Blocked":
-                        r.state = "Online"
-                        rel = f"class/fc_remote_ports/{r.name}"
-                        self.fs.set(rel, "port_state", "Online")
-                        events.append(uevent("change", "fc_remote_ports", self.fs.devpath(rel)))
+                        events += self._unblock_rport(r)
                 events += self._login(h)
         self._send(events)
 

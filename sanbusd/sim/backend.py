@@ -1,5 +1,6 @@
 """The simulated SAN as a Backend: the typed operations, serviced with the kernel's semantics on a
-sysfs-shaped tree under DIR/sys, plus the SAN admin's control socket at DIR/control.
+sysfs-shaped tree under DIR/sys, plus the SAN admin's control socket at DIR/control, and the host's
+multipathd (its command socket at DIR/multipathd.sock, its configuration under DIR/etc).
 
 The SAN in DIR outlives the daemon (its state is in DIR/state.json): a restart carries on where
 the last daemon stopped, unless `fresh` lays it out again from the fabric file.
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from ..backend.sysfs import SysfsReader
 from ..model.ids import HCTL
+from .multipathd import SOCKET_NAME, MultipathdServer
 from .san import SimulatedSan
 
 
@@ -26,6 +28,27 @@ class SimBackend:
         self.sim = SimulatedSan.open(fabric_file, self.directory, fresh=fresh)
         self.reader = SysfsReader(self.directory / "sys")
         self._server = None
+        # multipathd runs on the host whether or not the daemon does: it serves from now on,
+        # from threads of its own (a hung multipathd must not hang the daemon's loop).
+        self.multipathd = MultipathdServer(self.sim, self.directory / SOCKET_NAME)
+        self.sim.multipathd = self.multipathd
+        self.multipathd.start()
+
+    @property
+    def multipathd_socket(self) -> str:
+        """Where the simulated multipathd listens (the real one: @/org/kernel/linux/storage/
+        multipathd)."""
+        return self.multipathd.path
+
+    @property
+    def multipath_conf_dir(self) -> str:
+        """The simulated /etc/multipath/conf.d: drop-ins there apply at the next reconfigure."""
+        return str(self.sim.multipath_dir / "conf.d")
+
+    def dm_deferred_remove(self, name: str) -> None:
+        """`dmsetup remove --deferred NAME` (NAME: the map's name or dm-N): removed now, or when
+        its last holder closes it; OSError(ENXIO) if there is no such map."""
+        self.sim.dm_deferred_remove(name)
 
     def scan_host(self, host: int, channel: int | None, target: int | None,
                   lun: int | None) -> None:
@@ -61,6 +84,7 @@ class SimBackend:
 
     def stop(self) -> None:
         # The SAN stops where it is; the next daemon on DIR carries on from its saved state.
+        self.multipathd.close()
         self.sim.close()
         try:
             os.unlink(self.control_path)

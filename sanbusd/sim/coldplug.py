@@ -26,6 +26,7 @@ class ColdplugMixin(SanCore):
             self.fs.wipe()
             for d in _SKELETON:
                 self.fs.mkdir(d)
+            self._mp_setup(fresh=True)  # type: ignore[attr-defined]
             for spec in self.fabric.hosts:
                 self._add_host(spec)
             for h in list(self.hosts.values()):
@@ -37,6 +38,8 @@ class ColdplugMixin(SanCore):
             for h in list(self.hosts.values()):
                 for wwpn, wwnn in h.spec.vports:
                     self._vport_create(h, wwpn, wwnn, login_delay=None)
+            # multipathd starts after the disks are there and makes the maps its policy allows.
+            self._mp_adopt_new()  # type: ignore[attr-defined]
             if self.write_log is not None:
                 self.write_log.clear()
             self.writes = []

@@ -1,6 +1,7 @@
 """The simulated SAN's control socket: how `sanbusd-sim` acts as the SAN admin while the daemon
 runs (target ports going down and up, LUNs masked to or from initiators, multipath maps made and
-flushed), and how tests read the record of every write the daemon made to the simulated sysfs.
+flushed, disks and maps held open, a device set offline, multipathd gone, hung or answering
+garbage), and how tests read the record of every write the daemon made to the simulated sysfs.
 
 One JSON request per connection, one JSON answer: {"ok": true, ...} or {"ok": false, "error":
 "<one line>"}. The socket is 0600: only root (the one who started the daemon) plays SAN admin.
@@ -17,8 +18,9 @@ import os
 from dataclasses import asdict
 from typing import Any
 
-from ..model.ids import normalize_wwn, parse_size
+from ..model.ids import normalize_wwn, parse_hctl, parse_size
 from .core import SanAdminError
+from .multipathd import MODES
 from .san import SimulatedSan
 
 log = logging.getLogger(__name__)
@@ -96,7 +98,9 @@ def handle(sim: SimulatedSan, req: object) -> dict:
         with sim._lock:
             return {"ok": True, "hosts": sorted(sim.hosts), "luns": len(sim.luns),
                     "arrays": [a.name for a in sim.fabric.arrays],
-                    "maps": [asdict(m) for m in sim.maps.values()]}
+                    "maps": [asdict(m) for m in sim.maps.values()],
+                    "disks": {str(h): sd for h, sd in sorted(sim.blocks.items())},
+                    "opened": dict(sim.opened), "multipath": sim.multipath_state()}
     if cmd == "port-down":
         sim.port_down(_wwpn(_field(req, "wwpn", str)))
     elif cmd == "port-up":
@@ -130,6 +134,21 @@ def handle(sim: SimulatedSan, req: object) -> dict:
         return {"ok": True, "map": asdict(m)}
     elif cmd == "mpath-remove":
         sim.mpath_remove(_field(req, "wwid", str))
+    elif cmd == "multipathd":
+        mode = _field(req, "mode", str)
+        if mode not in (*MODES, "restart"):
+            raise BadRequest(f"multipathd: mode must be one of {', '.join(MODES)} or restart")
+        if sim.multipathd is None:
+            raise BadRequest("no simulated multipathd runs here")
+        sim.multipathd.set_mode(mode)
+    elif cmd == "device-state":
+        hctl = parse_hctl(_field(req, "hctl", str))
+        if hctl is None:
+            raise BadRequest("device-state: 'hctl' must be H:C:T:L, e.g. 1:0:0:2")
+        try:
+            sim.device_state(hctl, _field(req, "state", str))
+        except OSError as e:
+            raise BadRequest(f"device-state {hctl}: {os.strerror(e.errno or 0)} ({e})") from None
     else:
         raise BadRequest(f"unknown command {cmd!r}")
     return {"ok": True}

@@ -48,7 +48,26 @@ class SanCore:
         self.blocks: dict[HCTL, str] = {}   # hctl -> sdX
         self.vports: dict[str, SimVport] = {}
         self.maps: dict[str, SimMap] = {}   # dm-N -> map
-        self.opened: dict[str, str] = {}    # sdX -> who holds it open (a VM's process, say)
+        self.opened: dict[str, str] = {}    # sdX or dm-N -> who holds it open (a VM, say)
+        # The host's multipath side (multipath.py): its /etc, multipathd's memory.
+        self.etc = self.root.parent / "etc"     # plays /etc: multipath.conf, multipath/
+        self.wwids: list[str] = []              # /etc/multipath/wwids
+        self.bindings: dict[str, str] = {}      # WWID -> alias (/etc/multipath/bindings)
+        self.flushed: set[str] = set()          # WWIDs flushed since the last reconfigure
+        self.mpconf = None                      # multipathd.MpathConf, read at start
+        self.serials: dict[HCTL, str] = {}      # path -> its multipath WWID (udev ID_SERIAL)
+        self.paths_of: dict[str, set[HCTL]] = {}    # multipath WWID -> its paths
+        self.dev_states: dict[HCTL, str] = {}   # device/state of devices not "running"
+        self._mp_new: list[HCTL] = []           # paths multipathd has not heard of yet
+        self._wwids_known: set[str] = set()     # caches of the above for large SANs
+        self._bound: set[str] = set()
+        self._alias_hint = 0
+        self._maps_changed = 0
+        self._index_key: tuple = ()
+        self._by_wwid: dict = {}
+        self._by_name: dict = {}
+        self._dm_hint = 0
+        self._dm_hint_for: object = None
         self.writes: list[WriteRecord] = []
         # None: the state lives only in this process (unit tests, benchmarks).
         self.state_file = Path(state_file) if state_file is not None else None

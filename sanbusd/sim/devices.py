@@ -60,7 +60,13 @@ class SimMap:
     name: str                       # mpatha, mpathb, ... (user_friendly_names)
     wwid: str                       # the multipath form (3600a...), dm/uuid without "mpath-"
     size: int                       # bytes
-    slaves: list[str] = field(default_factory=list)     # sdX of its paths
+    slaves: list[str] = field(default_factory=list)     # sdX of its paths, in table order
+    failed: list[str] = field(default_factory=list)     # slaves dm has failed (dm_st "failed")
+    deferred: bool = False          # dmsetup remove --deferred: goes when its last holder closes
+    action: str = "create"          # multipathd's last action on it (JSON "action")
+    path_faults: int = 0
+    map_loads: int = 1
+    event_nr: int = 0               # dm's event counter (DM_SEQNUM of its path uevents)
 
 
 @dataclass(slots=True)

@@ -30,6 +30,9 @@ class DiskSpec:
     size: int = 64 << 30
     wwid: str = ""
     type: int = 0
+    # What multipath calls the disk (udev's ID_SERIAL), when it is not "3" + the NAA id: a
+    # scsi_debug disk's is "1Linux_scsi_debug_2000" while its sysfs wwid is naa.3333….
+    mpath_wwid: str = ""
 
 
 @dataclass(slots=True)
@@ -57,6 +60,7 @@ class LunSpec:
     size: int
     wwid: str
     masked_to: set[str]             # initiator WWPNs
+    mpath_wwid: str = ""            # udev's ID_SERIAL when not derived from wwid (see DiskSpec)
 
 
 @dataclass(slots=True)
@@ -80,6 +84,17 @@ class ArraySpec:
 
 
 @dataclass(slots=True)
+class MpdOptions:
+    """How the simulated multipathd behaves in time ([multipathd] in the fabric file)."""
+    reconfigure_delay: float = 0.01 # s a reconfigure holds multipathd's lock
+    checker_delay: float = 0.0      # s from a path's device failing to multipathd failing it
+    create_delay: float = 0.0       # s from a new path to multipathd making/extending its map
+    uxsock_timeout: float = 4.0     # s a command waits for the lock before "timeout"
+    restart_delay: float = 0.5      # s multipathd is gone during a restart
+    conf: str = ""                  # the multipath.conf laid out with the SAN ("" = the default)
+
+
+@dataclass(slots=True)
 class Fabric:
     hosts: list[HostSpec]
     arrays: list[ArraySpec]
@@ -89,6 +104,7 @@ class Fabric:
     fabric_npiv: dict[str, bool] = field(default_factory=dict)   # fabric -> switch allows NPIV
     # fabric -> the switch's WWN as fc_host/fabric_name shows it; 0 for no switch (FCoE VN2VN)
     fabric_wwn: dict[str, int] = field(default_factory=dict)
+    multipathd: MpdOptions = field(default_factory=MpdOptions)
 
 
 def generated_wwid(array_index: int, lun: int) -> str:
@@ -161,6 +177,30 @@ def _roles(d: dict, where: str) -> tuple[str, ...]:
     return tuple(roles)
 
 
+def _mpath_wwid(d: dict, where: str) -> str:
+    """An explicit multipath WWID (ID_SERIAL): one word multipathd can be given."""
+    text = _get(d, "mpath_wwid", str, where, "")
+    if text and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}", text):
+        raise FabricError(f"{where}: mpath_wwid must be one word of letters, digits and _.:-")
+    return text
+
+
+def _mpd_options(d: dict) -> MpdOptions:
+    o = MpdOptions()
+    for key in ("reconfigure_delay", "checker_delay", "create_delay", "uxsock_timeout",
+                "restart_delay"):
+        if key in d:
+            value = _get(d, key, float, "multipathd")
+            if value < 0:
+                raise FabricError(f"multipathd: {key} must be 0 or more (seconds)")
+            setattr(o, key, value)
+    o.conf = _get(d, "conf", str, "multipathd", "")
+    unknown = set(d) - set(MpdOptions.__dataclass_fields__)
+    if unknown:
+        raise FabricError(f"multipathd: unknown key(s) {', '.join(sorted(unknown))}")
+    return o
+
+
 def parse_fabric(data: dict) -> Fabric:
     defaults = _table(data, "defaults")
     fabric = Fabric(
@@ -168,6 +208,7 @@ def parse_fabric(data: dict) -> Fabric:
         scan_delay=_get(defaults, "scan_delay", float, "defaults", 0.05),
         dev_loss_tmo=_get(defaults, "dev_loss_tmo", float, "defaults", 1.0),
         login_delay=_get(defaults, "login_delay", float, "defaults", 0.2))
+    fabric.multipathd = _mpd_options(_table(data, "multipathd"))
     for name, sw in _table(data, "switch").items():
         if not isinstance(sw, dict):
             raise FabricError(f"switch.{name}: must be a table, [switch.{name}]")
@@ -210,7 +251,8 @@ def parse_fabric(data: dict) -> Fabric:
                 model=_get(dsk, "model", str, dw, "VIRTUAL-DISK"),
                 rev=_get(dsk, "rev", str, dw, "1.0"),
                 size=_size(dsk, dw, "64G"),
-                wwid=_get(dsk, "wwid", str, dw, ""), type=_get(dsk, "type", int, dw, 0)))
+                wwid=_get(dsk, "wwid", str, dw, ""), type=_get(dsk, "type", int, dw, 0),
+                mpath_wwid=_mpath_wwid(dsk, dw)))
         fabric.hosts.append(spec)
     for i, a in enumerate(_tables(data, "array", "")):
         where = f"array[{i}]"
@@ -231,7 +273,7 @@ def parse_fabric(data: dict) -> Fabric:
             # RAM disk: its device/wwid read fails with ENXIO), so it publishes no WWID.
             wwid = _get(lu, "wwid", str, lw) if "wwid" in lu else generated_wwid(i, n)
             luns[n] = LunSpec(lun=n, size=_size(lu, lw, "10G"), wwid=wwid,
-                              masked_to=masked)
+                              masked_to=masked, mpath_wwid=_mpath_wwid(lu, lw))
         fabric.arrays.append(ArraySpec(
             name=_get(a, "name", str, where, f"array{i}"),
             vendor=_get(a, "vendor", str, where, "SANSIM"),

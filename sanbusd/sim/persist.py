@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..model.ids import HCTL
 from .devices import SimHost, SimMap, SimRport, SimVport, WriteRecord
-from .fabric import ArraySpec, DiskSpec, Fabric, HostSpec, LunSpec, PortSpec
+from .fabric import ArraySpec, DiskSpec, Fabric, HostSpec, LunSpec, MpdOptions, PortSpec
 
 if TYPE_CHECKING:
     from .core import SanCore
@@ -108,10 +108,12 @@ def fabric_to_json(f: Fabric) -> dict:
                     "ports": [{"wwpn": p.wwpn, "fabric": p.fabric, "port_id": p.port_id,
                                "roles": list(p.roles)} for p in a.ports],
                     "luns": {str(n): {"lun": lu.lun, "size": lu.size, "wwid": lu.wwid,
-                                      "masked_to": sorted(lu.masked_to)}
+                                      "masked_to": sorted(lu.masked_to),
+                                      "mpath_wwid": lu.mpath_wwid}
                              for n, lu in a.luns.items()}} for a in f.arrays],
-        "scan_delay": f.scan_delay, "dev_loss_tmo": f.dev_loss_tmo,
-        "fabric_npiv": dict(f.fabric_npiv), "fabric_wwn": dict(f.fabric_wwn)}
+        "scan_delay": f.scan_delay, "dev_loss_tmo": f.dev_loss_tmo, "login_delay": f.login_delay,
+        "fabric_npiv": dict(f.fabric_npiv), "fabric_wwn": dict(f.fabric_wwn),
+        "multipathd": asdict(f.multipathd)}
 
 
 _HOST_FIELDS = tuple(n for n in HostSpec.__dataclass_fields__ if n not in ("vports", "disks"))
@@ -124,7 +126,8 @@ def fabric_from_json(d: dict) -> Fabric:
         **a, "ports": [PortSpec(**{**p, "roles": tuple(p["roles"])}) for p in a["ports"]],
         "luns": {int(n): LunSpec(**{**lu, "masked_to": set(lu["masked_to"])})
                  for n, lu in a["luns"].items()}}) for a in d["arrays"]]
-    return Fabric(**{**d, "hosts": hosts, "arrays": arrays})
+    return Fabric(**{**d, "hosts": hosts, "arrays": arrays,
+                     "multipathd": MpdOptions(**d.get("multipathd", {}))})
 
 
 # -- the whole state ---------------------------------------------------------------------------
@@ -150,6 +153,10 @@ def snapshot(san: SanCore) -> dict[str, Any]:
         "vports": [asdict(v) for v in san.vports.values()],
         "maps": [asdict(m) for m in san.maps.values()],
         "opened": dict(san.opened),
+        # multipathd's memory (the wwids and bindings files are on disk beside, in DIR/etc)
+        "multipath": {"flushed": sorted(san.flushed),
+                      "dev_states": [[*hctl, st] for hctl, st in san.dev_states.items()],
+                      "wwids": list(san.wwids), "bindings": dict(san.bindings)},
         "counters": {"next_block": san._next_block, "free_blocks": list(san._free_blocks),
                      "next_host": san._next_host, "pci_slot": san._pci_slot},
     }
@@ -177,6 +184,9 @@ def restore(san: SanCore, state: dict) -> None:
         vports = {v["name"]: SimVport(**v) for v in state["vports"]}
         maps = {m["dm"]: SimMap(**m) for m in state["maps"]}
         opened = {str(k): str(v) for k, v in state.get("opened", {}).items()}
+        mp = state.get("multipath", {})
+        flushed = {str(w) for w in mp.get("flushed", [])}
+        dev_states = {HCTL(*row[:4]): str(row[4]) for row in mp.get("dev_states", [])}
         c = state["counters"]
         counters = (int(c["next_block"]), [int(i) for i in c["free_blocks"]],
                     int(c["next_host"]), int(c["pci_slot"]))
@@ -185,6 +195,11 @@ def restore(san: SanCore, state: dict) -> None:
         raise StateError(f"the saved state does not fit ({type(e).__name__}: {e})") from None
     san.fabric, san.hosts, san.rports, san.luns, san.blocks = fabric, hosts, rports, luns, blocks
     san.vports, san.maps, san.origin, san.opened = vports, maps, origin, opened
+    san.flushed, san.dev_states = flushed, dev_states
+    # The files in DIR/etc/multipath are the truth (an admin may edit them, as on a host);
+    # these are read when there are no files.
+    san.wwids = [str(w) for w in mp.get("wwids", [])]
+    san.bindings = {str(k): str(v) for k, v in mp.get("bindings", {}).items()}
     if san.write_log is not None:
         san.writes = san.write_log.read()
     san._next_block, san._free_blocks, san._next_host, san._pci_slot = counters

@@ -16,7 +16,8 @@ The parts, one module each, put together here:
     scsi.py       scans; LUNs and their block devices
     fc.py         fabric login, remote ports, NPIV vports
     admin.py      the SAN admin's changes
-    multipath.py  dm-multipath maps over a LUN's paths
+    multipath.py  dm-multipath maps over a LUN's paths, and multipathd's part in them
+    multipathd.py multipathd's configuration, JSON and command socket
     persist.py    the state in DIR/state.json: the SAN outlives the daemon
 """
 
@@ -83,6 +84,7 @@ class SimulatedSan(ColdplugMixin, ScsiMixin, FcMixin, AdminMixin, MultipathMixin
             persist.restore(self, state)
         except persist.StateError as e:
             return str(e)
+        self._mp_setup(fresh=False)     # multipathd reads its configuration and files
         # Work the kernel had under way when the last daemon stopped goes on.
         self._resume_fc()
         self._resume_admin()
@@ -113,6 +115,11 @@ class SimulatedSan(ColdplugMixin, ScsiMixin, FcMixin, AdminMixin, MultipathMixin
                 return self._delete(hctl)
             if parts[4] == "rescan":
                 return self._rescan(hctl)
+            if parts[4] == "state":
+                # store_state_field: a state's name then a newline, exactly ("echo offline >").
+                if not data.endswith("\n"):
+                    raise OSError(errno.EINVAL, "device/state needs a newline")
+                return self.device_state(hctl, data[:-1])
         if len(parts) == 4 and parts[:2] == ["class", "fc_host"]:
             h = self._host_named(parts[2])
             if parts[3] in ("vport_create", "vport_delete"):

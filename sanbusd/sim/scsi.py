@@ -203,6 +203,8 @@ class ScsiMixin(SanCore):
             self.blocks[hctl] = sd
             events.append(uevent("add", "block", bdir, "disk"))
         self.luns[hctl] = ddir
+        if typ == 0:
+            self._mp_path_added(hctl)  # type: ignore[attr-defined]
         return events
 
     def _remove_lun(self, hctl: HCTL) -> list[UEvent]:
@@ -213,12 +215,13 @@ class ScsiMixin(SanCore):
         name = str(hctl)
         sd = self.blocks.pop(hctl, None)
         if sd is not None:
-            # A map loses the path before the path goes (multipathd's remove_map_path).
-            events += self._drop_map_path(sd)
+            # A map loses the path before the path goes (multipathd's ev_remove_path).
+            events += self._mp_path_removed(hctl, sd, ddir)  # type: ignore[attr-defined]
             events.append(uevent("remove", "block", f"{ddir}/block/{sd}", "disk"))
             self.fs.unlink(f"class/block/{sd}")
             self.fs.unlink(f"block/{sd}")
             self._free_blocks.append(self._block_index(sd))
+        self.dev_states.pop(hctl, None)
         events.append(uevent("remove", "scsi_device", f"{ddir}/scsi_device/{name}"))
         events.append(uevent("remove", "scsi", ddir, "scsi_device"))
         self.fs.unlink(f"class/scsi_device/{name}")

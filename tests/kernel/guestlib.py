@@ -13,6 +13,8 @@ import contextlib
 import json
 import os
 import re
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -544,6 +546,393 @@ def _ctlr_host(ctlr: Path, timeout: float) -> int:
     hosts = wait_for(lambda: [p.name for p in ctlr.iterdir() if re.fullmatch(r"host\d+", p.name)],
                      timeout=timeout, what=f"the SCSI host of {ctlr.name}")
     return int(hosts[0].removeprefix("host"))
+
+
+# --------------------------------------------------------------------------------------------
+# iSCSI: a LIO iSCSI target on two portals and the open-iscsi initiator logged in to both
+#
+# Both ends live in the guest, which needs no NIC: portal 1 is 127.0.0.1 (lo, down in the bare
+# guest), portal 2 the address of a dummy NIC. Traffic to either goes over lo, so a tc filter on
+# lo that drops packets to one portal's address fails that portal's session (and only it) while
+# the session stays configured: its paths go blocked, then transport-offline, and come back
+# when the filter goes. (Logging out would remove the paths instead of failing them; `ip link set
+# dummy down` changes nothing, local traffic still flows.)
+
+ISCSI_TARGET_IQN = "iqn.2003-01.org.linux-iscsi.klab:tgt1"
+ISCSI_INITIATOR_IQN = "iqn.2004-10.com.example:klab-initiator"
+ISCSI_PORTALS = ("127.0.0.1", "192.168.77.1")
+ISCSI_DUMMY_IF = "klab-dum0"
+ISCSI_SESSION = Path("/sys/class/iscsi_session")
+ISCSI_CONNECTION = Path("/sys/class/iscsi_connection")
+
+
+@dataclass
+class IscsiLio:
+    """A LIO iSCSI target (RAM-disk LUNs) on ``portals`` with an ACL for one initiator IQN.
+
+    ``export_lun`` creates a LUN in the target portal group (a backstore with a unit serial, so
+    the LUN has a WWID: LIO refuses the serial with EIO once the backstore is exported, and a LUN
+    without one has no VPD 0x83 NAA designator, so no WWID and no multipath); ``map_lun`` puts it
+    into the initiator's ACL, as "the SAN admin provisions a LUN" does; ``unmap_lun`` withdraws it.
+    The initiator sees a newly mapped LUN after a scan of each session's host.
+    """
+
+    target_iqn: str = ISCSI_TARGET_IQN
+    initiator_iqn: str = ISCSI_INITIATOR_IQN
+    portals: tuple[str, ...] = ISCSI_PORTALS
+    lun_mb: int = 8
+    exported: set[int] = field(default_factory=set)
+    mapped: set[int] = field(default_factory=set)
+
+    @property
+    def tpg(self) -> Path:
+        return LIO / "iscsi" / self.target_iqn / "tpgt_1"
+
+    @property
+    def acl(self) -> Path:
+        return self.tpg / "acls" / self.initiator_iqn
+
+    @staticmethod
+    def serial(lun: int) -> str:
+        """The LUN's unit serial; LIO's NAA WWID (naa.6001405 + its first 25 hex digits) and so
+        udev's ID_SERIAL (multipath's WWID, "36001405…") differ per LUN through the first 8."""
+        return f"{lun:08x}-1111-2222-3333-444455556666"
+
+    @classmethod
+    def wwid(cls, lun: int) -> str:
+        """multipath's WWID of the LUN (udev's ID_SERIAL: "3" + the NAA designator)."""
+        return "36001405" + cls.serial(lun).replace("-", "")[:25]
+
+    def export_lun(self, lun: int, size_mb: int | None = None) -> None:
+        backstore = LIO / "core" / f"rd_mcp_{100 + lun}" / f"iscsi{lun}"
+        if not backstore.exists():
+            backstore.mkdir(parents=True)
+            write_attr(backstore / "control", f"rd_pages={(size_mb or self.lun_mb) * 256}")
+            write_attr(backstore / "enable", "1")
+            write_attr(backstore / "wwn" / "vpd_unit_serial", self.serial(lun))  # before the export
+        tpg_lun = self.tpg / "lun" / f"lun_{lun}"
+        if not tpg_lun.exists():
+            tpg_lun.mkdir(parents=True)
+            os.symlink(backstore, tpg_lun / "backstore")
+        self.exported.add(lun)
+
+    def map_lun(self, lun: int, size_mb: int | None = None) -> None:
+        self.export_lun(lun, size_mb)
+        mapped = self.acl / f"lun_{lun}"
+        if not mapped.exists():
+            mapped.mkdir(parents=True)
+            os.symlink(self.tpg / "lun" / f"lun_{lun}", mapped / "lun")
+        self.mapped.add(lun)
+
+    def unmap_lun(self, lun: int) -> None:
+        mapped = self.acl / f"lun_{lun}"
+        if mapped.exists():
+            (mapped / "lun").unlink()
+            mapped.rmdir()
+        self.mapped.discard(lun)
+
+
+_ISCSI: IscsiLio | None = None
+
+
+def setup_iscsi_target(luns: tuple[int, ...] = (0,), *, exported: tuple[int, ...] = (),
+                       portals: tuple[str, ...] = ISCSI_PORTALS) -> IscsiLio:
+    """lo up, a dummy NIC for the portals that are not on lo, LIO's iSCSI target with a portal
+    on each address, LUNs ``exported`` (in the portal group, not mapped) and ``luns`` (mapped into
+    the initiator's ACL). Once per boot; a second call returns the same target."""
+    global _ISCSI
+    if _ISCSI is not None:
+        return _ISCSI
+    run(["ip", "link", "set", "lo", "up"])
+    others = [p for p in portals if not p.startswith("127.")]
+    if others:
+        modprobe("dummy")
+        run(["ip", "link", "add", ISCSI_DUMMY_IF, "type", "dummy"])
+        for address in others:
+            run(["ip", "addr", "add", f"{address}/24", "dev", ISCSI_DUMMY_IF])
+        run(["ip", "link", "set", ISCSI_DUMMY_IF, "up"])
+    modprobe("iscsi_target_mod")
+    if not LIO.exists():
+        run(["mount", "-t", "configfs", "configfs", "/sys/kernel/config"])
+    target = IscsiLio(portals=tuple(portals))
+    target.tpg.mkdir(parents=True)
+    for lun in sorted(set(luns) | set(exported)):
+        target.export_lun(lun)
+    for address in portals:
+        (target.tpg / "np" / f"{address}:3260").mkdir()
+    write_attr(target.tpg / "attrib" / "authentication", "0")
+    write_attr(target.tpg / "attrib" / "generate_node_acls", "0")
+    target.acl.mkdir(parents=True)
+    for lun in luns:
+        target.map_lun(lun)
+    write_attr(target.tpg / "enable", "1")
+    _ISCSI = target
+    return target
+
+
+def start_iscsid(initiator_iqn: str = ISCSI_INITIATOR_IQN) -> None:
+    """open-iscsi's iscsid, by hand (iscsid.conf's startup line calls systemctl), with our IQN
+    (/etc is the guest's tmpfs overlay: the host's file is never touched) and the lock directory
+    systemd-tmpfiles would make (without it discovery fails: "Could not open /run/lock/iscsi")."""
+    Path("/etc/iscsi").mkdir(parents=True, exist_ok=True)
+    Path("/etc/iscsi/initiatorname.iscsi").write_text(f"InitiatorName={initiator_iqn}\n")
+    Path("/run/lock/iscsi").mkdir(parents=True, exist_ok=True)
+    modprobe("iscsi_tcp")
+    if run(["pidof", "iscsid"], check=False).returncode != 0:
+        run(["iscsid"])  # forks; answers once its IPC socket is up
+    wait_for(lambda: run(["iscsiadm", "-m", "session"], check=False).returncode in (0, 21),
+             timeout=30, what="iscsid to answer iscsiadm (21: no sessions)")
+
+
+# Node settings for a quick, bounded path failure and recovery (iscsiadm -o update -n NAME -v V).
+# noop-out every 2 s with a 2 s timeout notices a silent portal in ~4 s (the defaults, 5 + 5 s,
+# take ~10 s); replacement_timeout (the session's recovery_tmo) is how long I/O waits for the
+# session before the devices go transport-offline (multipathd may set it to its own
+# fast_io_fail_tmo for paths of a map).
+ISCSI_FAST_NODE = {
+    "node.conn[0].timeo.noop_out_interval": "2",
+    "node.conn[0].timeo.noop_out_timeout": "2",
+    "node.session.timeo.replacement_timeout": "5",
+}
+
+
+def iscsi_login(target: IscsiLio, *, node_settings: dict[str, str] | None = None,
+                timeout: float = 60) -> list[int]:
+    """Discovery through the first portal (sendtargets answers every portal), the node
+    settings, login to every portal; returns the sessions' SCSI hosts once each has every mapped
+    LUN attached (one session = one iscsi_tcp host)."""
+    run(["iscsiadm", "-m", "discovery", "-t", "st", "-p", target.portals[0]], timeout=timeout)
+    for name, value in (ISCSI_FAST_NODE if node_settings is None else node_settings).items():
+        run(["iscsiadm", "-m", "node", "-T", target.target_iqn, "-o", "update", "-n", name, "-v", value])
+    run(["iscsiadm", "-m", "node", "-T", target.target_iqn, "-l"], timeout=timeout)
+    sessions = wait_for(lambda: (s := iscsi_sessions()) and len(s) == len(target.portals)
+                        and all(v["host"] is not None for v in s.values()) and s,
+                        timeout=timeout, what=f"{len(target.portals)} iSCSI sessions")
+    hosts = sorted(v["host"] for v in sessions.values())
+    for host in hosts:
+        _wait_for_luns(host, len(target.mapped), timeout)
+    return hosts
+
+
+def iscsi_sessions() -> dict[str, dict[str, Any]]:
+    """Every iSCSI session: {"session1": {"host": 2, "targetname", "state", "recovery_tmo",
+    "address" (the portal, persistent_address), "port", "conn_state"}}."""
+    out: dict[str, dict[str, Any]] = {}
+    for entry in sorted(ISCSI_SESSION.iterdir()) if ISCSI_SESSION.exists() else []:
+        parent = Path(os.path.realpath(entry / "device")).parent.name  # …/hostH/sessionN
+        number = entry.name.removeprefix("session")
+        conn = ISCSI_CONNECTION / f"connection{number}:0"
+        out[entry.name] = {
+            "host": int(parent.removeprefix("host")) if re.fullmatch(r"host\d+", parent) else None,
+            "targetname": read_attr(entry / "targetname"),
+            "state": read_attr(entry / "state"),
+            "recovery_tmo": read_attr(entry / "recovery_tmo"),
+            "address": read_attr(conn / "persistent_address"),
+            "port": read_attr(conn / "persistent_port"),
+            "conn_state": read_attr(conn / "state"),
+        }
+    return out
+
+
+def iscsi_host_of_portal(address: str) -> int:
+    """The SCSI host of the session through portal ``address`` (host numbers change on re-login)."""
+    for session in iscsi_sessions().values():
+        if session["address"] == address and session["host"] is not None:
+            return session["host"]
+    raise LookupError(f"no iSCSI session through {address}: {iscsi_sessions()}")
+
+
+def cut_portal(address: str) -> None:
+    """Drop every packet to ``address`` on lo (a prio qdisc, a u32 filter, the gact drop): the
+    session through that portal times out and fails, the other one goes on."""
+    run(["tc", "qdisc", "add", "dev", "lo", "root", "handle", "1:", "prio"])
+    run(["tc", "filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "1", "u32",
+         "match", "ip", "dst", f"{address}/32", "action", "drop"])
+
+
+def restore_portals() -> None:
+    """Remove cut_portal's qdisc (and so its filter): traffic flows again, iscsid reconnects."""
+    run(["tc", "qdisc", "del", "dev", "lo", "root"])
+
+
+# --------------------------------------------------------------------------------------------
+# multipathd (multipath-tools, the host's, run in the guest) and device-mapper
+
+MULTIPATHD_SOCKET = "\0/org/kernel/linux/storage/multipathd"  # abstract; libmpathcmd's
+MULTIPATH_CONF = Path("/etc/multipath.conf")  # in the guest: the tmpfs overlay, never the host's
+MULTIPATH_DIR = Path("/etc/multipath")  # wwids, bindings, conf.d/ (multipathd's default config_dir)
+_SIZE_T = struct.Struct("N")  # libmpathcmd frames each message with a native size_t length
+
+
+class MultipathdError(OSError):
+    pass
+
+
+def _recv_exact(sock: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            raise MultipathdError(f"multipathd closed the connection after {len(data)} of {count} bytes")
+        data += chunk
+    return data
+
+
+def multipathd_command(command: str, *, timeout: float = 30) -> str:
+    """One command over multipathd's socket, as `multipathd COMMAND` (libmpathcmd) sends it: a
+    native size_t length (of the command plus its NUL), the command, a NUL; the reply comes
+    framed the same way. Returns the reply without its NUL. OSError (ConnectionRefusedError when
+    multipathd does not run, TimeoutError, MultipathdError) otherwise."""
+    data = command.encode() + b"\0"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(MULTIPATHD_SOCKET)
+        sock.sendall(_SIZE_T.pack(len(data)) + data)
+        length = _SIZE_T.unpack(_recv_exact(sock, _SIZE_T.size))[0]
+        reply = _recv_exact(sock, length)
+    return reply.rstrip(b"\0").decode(errors="replace")
+
+
+DEFAULT_MULTIPATH_CONF = """\
+defaults {
+    user_friendly_names yes
+    find_multipaths strict
+}
+"""
+
+
+class Multipathd:
+    """multipathd in the foreground (``-d -s``), its log in the report directory.
+
+    ``start()`` writes ``conf`` to /etc/multipath.conf and ``dropins`` ({name: text}) to
+    /etc/multipath/conf.d/, starts from empty wwids and bindings files, and waits until the
+    daemon answers ``show daemon`` with a state other than ``init``/``configure``. Start udevd
+    first: multipathd takes its paths from udev's database (ID_SERIAL is the WWID).
+    """
+
+    def __init__(self, conf: str = DEFAULT_MULTIPATH_CONF, *, dropins: dict[str, str] | None = None,
+                 out_dir: Path = OUT_DIR, verbosity: int = 2, log_name: str = "multipathd.log") -> None:
+        self.conf = conf
+        self.dropins = dict(dropins or {})
+        self.verbosity = verbosity
+        self.log_path = out_dir / log_name
+        self.process: subprocess.Popen | None = None
+        self.ready_seconds: float | None = None
+
+    def start(self, timeout: float = 60) -> Multipathd:
+        (MULTIPATH_DIR / "conf.d").mkdir(parents=True, exist_ok=True)
+        MULTIPATH_CONF.write_text(self.conf)
+        for name, text in self.dropins.items():
+            write_dropin(name, text)
+        for name in ("wwids", "bindings"):
+            (MULTIPATH_DIR / name).write_text("")
+        start = time.monotonic()
+        self.process = subprocess.Popen(["multipathd", "-d", "-s", f"-v{self.verbosity}"],
+                                        stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL)
+        self.wait_ready(timeout)
+        self.ready_seconds = round(time.monotonic() - start, 2)
+        return self
+
+    def state(self) -> str | None:
+        """``show daemon``'s state ("idle", "running", "configure", ...) or None if no answer."""
+        try:
+            reply = multipathd_command("show daemon", timeout=5)
+        except OSError:
+            return None
+        m = re.match(r"pid \d+ (\w+)", reply)
+        return m[1] if m else None
+
+    def wait_ready(self, timeout: float = 60) -> str:
+        def ready() -> str | None:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"multipathd exited with {self.process.returncode}: {self.log_tail()}")
+            state = self.state()
+            return state if state in ("idle", "running") else None
+
+        return wait_for(ready, timeout=timeout, what="multipathd to answer and be idle", interval=0.2)
+
+    def command(self, command: str, *, timeout: float = 30) -> str:
+        return multipathd_command(command, timeout=timeout)
+
+    def maps(self) -> list[dict[str, Any]]:
+        """``show maps json``'s maps (an empty list when there are none)."""
+        reply = self.command("show maps json")
+        try:
+            return json.loads(reply).get("maps", [])
+        except ValueError:
+            raise MultipathdError(f"show maps json: not JSON: {reply[:500]!r}") from None
+
+    def map_by_wwid(self, wwid: str) -> dict[str, Any] | None:
+        return next((m for m in self.maps() if m.get("uuid") == wwid), None)
+
+    @staticmethod
+    def path_states(mp: dict[str, Any]) -> dict[str, tuple[str, str, str]]:
+        """{dev: (dm_st, chk_st, dev_st)} of a map from ``show maps json``."""
+        return {p["dev"]: (p.get("dm_st"), p.get("chk_st"), p.get("dev_st"))
+                for pg in mp.get("path_groups", []) for p in pg.get("paths", [])}
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 20) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        with contextlib.suppress(OSError):
+            multipathd_command("shutdown", timeout=5)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            return None
+
+
+def write_dropin(name: str, text: str) -> Path:
+    """/etc/multipath/conf.d/NAME (the guest's overlay), written atomically."""
+    path = MULTIPATH_DIR / "conf.d" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
+def udev_property(block: str, name: str) -> str | None:
+    """One property of a block device in udev's database (``ID_SERIAL``: multipath's WWID)."""
+    out = run(["udevadm", "info", "--query=property", f"--name={block}"], check=False).stdout
+    for line in out.splitlines():
+        key, _, value = line.partition("=")
+        if key == name:
+            return value
+    return None
+
+
+def dm_devices() -> dict[str, dict[str, Any]]:
+    """Every device-mapper device: {"dm-0": {"name", "uuid", "slaves": [...], "holders": [...],
+    "size_bytes", "suspended"}}, straight from /sys/block/dm-*."""
+    out: dict[str, dict[str, Any]] = {}
+    for entry in sorted(Path("/sys/block").glob("dm-*")):
+        sectors = read_attr(entry / "size")
+        out[entry.name] = {
+            "name": read_attr(entry / "dm" / "name"),
+            "uuid": read_attr(entry / "dm" / "uuid"),
+            "slaves": sorted(os.listdir(entry / "slaves")) if (entry / "slaves").is_dir() else [],
+            "holders": sorted(os.listdir(entry / "holders")) if (entry / "holders").is_dir() else [],
+            "size_bytes": int(sectors) * 512 if sectors else None,
+            "suspended": read_attr(entry / "dm" / "suspended"),
+        }
+    return out
+
+
+def set_device_state(hctl: str, state: str) -> None:
+    """``echo offline|running > /sys/class/scsi_device/H:C:T:L/device/state`` (a path failing
+    or coming back, as a transport would say it). The newline is part of it: the kernel
+    compares "offline\\n" and answers EINVAL to a bare "offline"."""
+    write_attr(SCSI_DEVICE / hctl / "device" / "state", f"{state}\n")
 
 
 # --------------------------------------------------------------------------------------------

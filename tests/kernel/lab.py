@@ -73,6 +73,9 @@ HOST_PACKAGES = (
     # configs, units and users are not needed; guestsan.Libvirtd starts only the drivers it needs)
     "libvirt-daemon",
     "libvirt-clients",
+    # iscsid + iscsiadm for the iscsi_multipath scenario (the initiator; LIO's iSCSI target is
+    # driven through configfs, no targetcli needed)
+    "open-iscsi",
 )
 
 # Modules packed into the initramfs (their dependency closure is added automatically).
@@ -83,6 +86,12 @@ INITRD_MODULES = (
     "scsi_transport_fc", "libfc", "libfcoe", "fcoe",
     "target_core_mod", "target_core_iblock", "target_core_file", "tcm_fc",
     "dm_mod", "dm_multipath", "dm_round_robin", "dm_service_time", "dm_queue_length",
+    # iSCSI multipath (group mpath): LIO's iSCSI target, the open-iscsi initiator's transport
+    # (libiscsi, scsi_transport_iscsi; crc32c for its digests, auto-loaded at login), a dummy NIC
+    # for the second portal's address, and what `tc` auto-loads to drop one portal's traffic
+    # (a prio qdisc, a u32 filter, the gact drop action). The kernel and modprobe find them by
+    # their aliases (rtnl-link-dummy, net-sch-prio, ...), which depmod indexes in the initramfs.
+    "iscsi_target_mod", "iscsi_tcp", "crc32c", "dummy", "sch_prio", "cls_u32", "act_gact",
 )
 
 # Modules /init loads before handing over to the scenario. scsi_dh_* must be present before any

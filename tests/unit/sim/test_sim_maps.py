@@ -48,7 +48,9 @@ def test_a_map_over_a_luns_paths_is_read_and_linked(sim):
     assert sorted(mp.slaves) == sorted([new.luns[P1].block, new.luns[P2].block])
     assert new.luns[P1].holder == new.luns[P2].holder == "dm-0"
     ctx = RenderContext(new)
-    assert render_map(ctx, mp)["org.example.SanStorage.MultipathMap"]["Paths"] == [
+    paths = render_map(ctx, mp)["org.example.SanStorage.MultipathMap"]["Paths"]
+    # Paths: each path's Lun object (alone, or in a dict of the path's states)
+    assert [p["Lun"].value if isinstance(p, dict) else p for p in paths] == [
         f"{ROOT}/luns/1_0_0_1", f"{ROOT}/luns/2_0_0_1"]
     assert render_lun(ctx, new.luns[P1])["org.example.SanStorage.Lun"][
         "MultipathMap"] == f"{ROOT}/multipath/{m.wwid}"
@@ -72,13 +74,18 @@ def test_a_deleted_path_leaves_its_map(sim):
     assert inv.maps["dm-0"].slaves == (inv.luns[P2].block,)
 
 
-def test_names_and_numbers_are_the_lowest_free(sim):
+def test_dm_numbers_are_the_lowest_free_and_names_are_bound(sim):
+    """dm-N: the lowest free minor. Names: the bindings file keeps a WWID's name across a flush
+    (as /etc/multipath/bindings does), so a new WWID gets the next free one."""
     a = sim.mpath_create(generated_wwid(0, 0))
     b = sim.mpath_create(generated_wwid(0, 1))
     sim.mpath_remove(a.wwid)
     c = sim.mpath_create(generated_wwid(0, 2))
-    assert [(m.dm, m.name) for m in (a, b, c)] == [("dm-0", "mpatha"), ("dm-1", "mpathb"),
-                                                  ("dm-0", "mpatha")]
+    a2 = sim.mpath_create(generated_wwid(0, 0))
+    assert [(m.dm, m.name) for m in (a, b, c, a2)] == [
+        ("dm-0", "mpatha"), ("dm-1", "mpathb"), ("dm-0", "mpathc"), ("dm-2", "mpatha")]
+    bindings = (sim.etc / "multipath/bindings").read_text()
+    assert f"mpatha {a.wwid}\nmpathb {b.wwid}\nmpathc {c.wwid}\n" in bindings
 
 
 def test_refusals_say_what_is_wrong(sim):
