@@ -25,9 +25,9 @@ def say(text: str) -> None:
     print(f"\n{BOLD}== {text}{RESET}", flush=True)
 
 
-def shell(cmd: str, env: dict) -> None:
+def shell(cmd: str, env: dict, check: bool = True) -> None:
     print(f"{DIM}# {cmd}{RESET}", flush=True)
-    subprocess.run(shlex.split(cmd), env=env, check=True)
+    subprocess.run(shlex.split(cmd), env=env, check=check)
 
 
 def main() -> int:
@@ -88,6 +88,31 @@ def main() -> int:
         shell("busctl --system --timeout=120 call org.example.SanStorage "
               "/org/example/SanStorage/hosts/host1 org.example.SanStorage.ScsiHost Scan "
               "a{sv} 1 luns at 1 30", env)
+
+        say("Multipath: a VM gets the map, never one path. Create every map that can be "
+            "created (each WWID seen on two or more paths), through multipathd")
+        shell("sanctl multipath create-all", env)
+        shell("sanctl multipath list", env)
+
+        say("Live: fabric A's target port goes down: the maps turn degraded (sanctl monitor), "
+            "and heal when it comes back")
+        monitor = subprocess.Popen(["sanctl", "monitor"], env=env)
+        time.sleep(0.5)
+        shell("sanbusd-sim port-down 500a098101a1b2c3", env)
+        time.sleep(1.5)
+        shell("sanctl multipath list", env)
+        shell("sanbusd-sim port-up 500a098101a1b2c3", env)
+        time.sleep(1.5)
+        monitor.terminate()
+        monitor.wait()
+        monitor = None
+
+        say("Flush a map that is no longer wanted. In use, it is refused, naming who uses it")
+        shell("sanbusd-sim hold-open mpatha --by 'qemu-system-x86 (pid 4242)'", env)
+        shell("sanctl multipath flush mpatha", env, check=False)
+        shell("sanbusd-sim release mpatha", env)
+        shell("sanctl multipath flush mpatha", env)
+        shell("sanctl multipath config", env)
 
         say("NPIV: a virtual HBA for one VM. The SAN team zones LUN 60 to the WWPN the VM admin "
             "chose, 5001a4a0000000f1")

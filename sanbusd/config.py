@@ -78,7 +78,8 @@ VHBA_MAX_WAIT = 600
 ENVIRONMENT = {"SANBUSD_POLKIT_TIMEOUT": "polkit_timeout", "SANBUSD_SIM_DIR": "sim_dir",
                "SANBUSD_JOB_RETENTION": "job_retention", "SANBUSD_STATE_DIR": "state_dir",
                "SANBUSD_LIBVIRT_URI": "libvirt_uri",
-               "SANBUSD_MULTIPATHD_TIMEOUT": "multipathd_timeout"}
+               "SANBUSD_MULTIPATHD_TIMEOUT": "multipathd_timeout",
+               "SANBUSD_MULTIPATHD_POLL": "multipathd_poll"}
 
 
 def default_sim_dir() -> str:

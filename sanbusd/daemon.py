@@ -248,6 +248,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--multipathd-timeout", type=float, metavar="S",
                    help="seconds one multipathd command may take, retries included (default "
                         "30; $SANBUSD_MULTIPATHD_TIMEOUT)")
+    p.add_argument("--multipathd-poll", type=float, metavar="S",
+                   help="compare path states with multipathd's this often while maps exist "
+                        "(default 5; $SANBUSD_MULTIPATHD_POLL)")
     p.add_argument("--multipathd-socket", metavar="ADDRESS",
                    help="where multipathd listens (default @/org/kernel/linux/storage/"
                         "multipathd; on the simulated SAN, SIM_DIR/multipathd.sock)")

@@ -36,7 +36,8 @@ class State:
         self.rescan_suggested: set[int] = set()     # hosts whose storage reported new LUNs
         self.persistent: set[str] = set()           # WWPNs of the vHBAs kept across restarts
         self.persistent_rows: list[dict[str, str]] = []  # Manager.PersistentVhbas
-        self.multipath_settings = MultipathSettings()     # Manager.MultipathConfig
+        self.multipath_settings = MultipathSettings()     # sanbusd's drop-in
+        self.multipath_effective = MultipathSettings()    # with multipath.conf and drop-ins
         self.multipath_dropin = ""
         self.multipathd = UNKNOWN                         # Manager.Multipathd
         self._lock = asyncio.Lock()
@@ -97,16 +98,21 @@ class State:
         self.publisher.publish_manager(self)
 
     def set_multipath(self, settings: MultipathSettings | None = None, dropin: str | None = None,
-                      daemon: str | None = None) -> None:
+                      daemon: str | None = None,
+                      effective: MultipathSettings | None = None) -> None:
         """What the Manager shows of multipath changed (the drop-in, or how multipathd answers)."""
-        before = (self.multipath_settings, self.multipath_dropin, self.multipathd)
+        before = (self.multipath_settings, self.multipath_dropin, self.multipathd,
+                  self.multipath_effective)
         if settings is not None:
             self.multipath_settings = settings
+        if effective is not None:
+            self.multipath_effective = effective
         if dropin is not None:
             self.multipath_dropin = dropin
         if daemon is not None:
             self.multipathd = daemon
-        if (self.multipath_settings, self.multipath_dropin, self.multipathd) != before:
+        if (self.multipath_settings, self.multipath_dropin, self.multipathd,
+                self.multipath_effective) != before:
             self.publisher.publish_manager(self)
 
     def suggest_rescan(self, hosts: set[int]) -> None:

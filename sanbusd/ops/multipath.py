@@ -179,7 +179,7 @@ class MultipathOps:
     def start(self) -> None:
         """At start-up (on the loop): show the drop-in, and keep path states fresh."""
         self._loop = asyncio.get_running_loop()
-        self.state.set_multipath(settings=self._read_dropin(), dropin=self.dropin)
+        self._show_config()
         self._poller = asyncio.ensure_future(self._poll())
 
     def stop(self) -> None:
@@ -378,15 +378,39 @@ class MultipathOps:
 
     # -- configuration --------------------------------------------------------------------------
 
-    def _read_dropin(self) -> MultipathSettings:
+    def _read(self, path: str) -> MultipathSettings:
         try:
-            with open(self.dropin) as f:
+            with open(path) as f:
                 return parse_dropin(f.read())
         except FileNotFoundError:
             return MultipathSettings()
         except (OSError, UnicodeDecodeError) as e:
-            log.warning("cannot read %s: %s", self.dropin, e)
+            log.warning("cannot read %s: %s", path, e)
             return MultipathSettings()
+
+    def _read_dropin(self) -> MultipathSettings:
+        return self._read(self.dropin)
+
+    def _read_effective(self) -> MultipathSettings:
+        """multipath.conf, then the drop-ins in name order, a later value over an earlier one,
+        as multipathd reads them (multipath.conf sits two levels above conf.d)."""
+        conf_dir = os.path.dirname(self.dropin)
+        files = [os.path.join(os.path.dirname(os.path.dirname(conf_dir)), "multipath.conf")]
+        try:
+            files += sorted(os.path.join(conf_dir, n) for n in os.listdir(conf_dir)
+                            if n.endswith(".conf"))
+        except OSError:
+            pass
+        friendly, find = None, None
+        for path in files:
+            s = self._read(path)
+            friendly = s.user_friendly_names if s.user_friendly_names is not None else friendly
+            find = s.find_multipaths or find
+        return MultipathSettings(friendly, find)
+
+    def _show_config(self) -> None:
+        self.state.set_multipath(settings=self._read_dropin(), dropin=self.dropin,
+                                 effective=self._read_effective())
 
     async def set_config(self, changes: dict) -> None:
         async with self._config_lock:
@@ -407,7 +431,7 @@ class MultipathOps:
                 await asyncio.to_thread(write_text, self.dropin, text, 0o644)
             except OSError as e:
                 raise errors.Failed(f"cannot write {self.dropin}: {e.strerror or e}") from None
-            self.state.set_multipath(settings=parse_dropin(text))
+            self._show_config()
             try:
                 reply = await self._ask(self.client.reconfigure, doing="applying the settings")
             except (errors.NotSupported, errors.TimedOut) as e:

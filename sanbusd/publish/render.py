@@ -36,6 +36,7 @@ class Hints(Protocol):
     persistent: set[str]                # WWPNs of vHBAs kept across restarts
     persistent_rows: list[dict[str, str]]
     multipath_settings: MultipathSettings   # sanbusd's drop-in, as read back
+    multipath_effective: MultipathSettings  # multipath.conf with every drop-in, in order
     multipath_dropin: str                   # its path
     multipathd: str                         # how multipathd answers (Manager.Multipathd)
 
@@ -46,6 +47,7 @@ class NoHints:
     persistent: set[str] = field(default_factory=set)
     persistent_rows: list[dict[str, str]] = field(default_factory=list)
     multipath_settings: MultipathSettings = field(default_factory=MultipathSettings)
+    multipath_effective: MultipathSettings = field(default_factory=MultipathSettings)
     multipath_dropin: str = ""
     multipathd: str = UNKNOWN
 
@@ -77,8 +79,9 @@ class RenderContext:
 
 def render_manager(backend: str, hints: Hints) -> Objects:
     return {MANAGER_I: {"Version": __version__, "Backend": backend,
-                        "MultipathConfig": render_multipath_config(hints.multipath_settings,
-                                                                   hints.multipath_dropin),
+                        "MultipathConfig": render_multipath_config(
+                            hints.multipath_settings, hints.multipath_effective,
+                            hints.multipath_dropin),
                         "Multipathd": hints.multipathd, "PersistentVhbas": [
         {**{k: Variant("s", v) for k, v in row.items()},
          "Vhba": Variant("o", paths.vhba(row["WWPN"]) if row.get("Status") != "failed"
@@ -86,11 +89,13 @@ def render_manager(backend: str, hints: Hints) -> Objects:
         for row in hints.persistent_rows]}}
 
 
-def render_multipath_config(s: MultipathSettings, dropin: str) -> dict[str, Variant]:
+def render_multipath_config(s: MultipathSettings, effective: MultipathSettings,
+                            dropin: str) -> dict[str, Variant]:
+    """The names and policy in force (any file may set them); the WWID lists sanbusd keeps."""
     return {
-        "UserFriendlyNames": Variant("b", DEFAULT_FRIENDLY if s.user_friendly_names is None
-                                     else s.user_friendly_names),
-        "FindMultipaths": Variant("s", s.find_multipaths or DEFAULT_FIND),
+        "UserFriendlyNames": Variant("b", DEFAULT_FRIENDLY if effective.user_friendly_names
+                                     is None else effective.user_friendly_names),
+        "FindMultipaths": Variant("s", effective.find_multipaths or DEFAULT_FIND),
         "IncludeWwids": Variant("as", list(s.include_wwids)),
         "ExcludeWwids": Variant("as", list(s.exclude_wwids)),
         "DropIn": Variant("s", dropin)}
