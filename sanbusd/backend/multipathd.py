@@ -77,28 +77,61 @@ class MultipathdClient:
             time.sleep(self.retry_delay)
 
     def _once(self, cmd: str, deadline: float) -> str:
-        data = cmd.encode() + b"\0"
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            try:
-                s.settimeout(max(0.01, deadline - time.monotonic()))
-                s.connect(_address(self.address))
-                s.sendall(_LEN.pack(len(data)) + data)
-                (length,) = _LEN.unpack(self._read(s, _LEN.size, deadline))
-                if not 0 < length < MAX_REPLY:
-                    raise MultipathdGarbage(f"multipathd sent a reply length of {length}; is "
-                                            "something else listening on its socket?")
-                body = self._read(s, length, deadline)
-            except (ConnectionRefusedError, FileNotFoundError) as e:
-                raise MultipathdAbsent(
-                    "multipathd is not running (start it: systemctl start multipathd)") from e
-            except socket.timeout as e:
-                raise MultipathdTimeout(
-                    f"multipathd did not answer {cmd!r} in time; it may be hung "
-                    "(systemctl status multipathd)") from e
-            except OSError as e:
-                if e.errno in (errno.ECONNRESET, errno.EPIPE):
-                    raise MultipathdAbsent("multipathd closed the connection (restarting?)") from e
-                raise MultipathdError(f"cannot talk to multipathd: {e.strerror or e}") from e
+            self._connect(s, cmd, deadline)
+            return self._ask(s, cmd, deadline)
+
+    def each(self, cmds: list[str], timeout: float | None = None):
+        """Several commands on one connection (multipathd serves them in turn): yields each
+        reply. Each command has the whole `timeout`; a "timeout" reply is sent again."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            connected = False
+            for cmd in cmds:
+                deadline = time.monotonic() + (timeout or self.timeout)
+                if not connected:
+                    self._connect(s, cmd, deadline)
+                    connected = True
+                while True:
+                    reply = self._ask(s, cmd, deadline)
+                    if reply != "timeout":
+                        break
+                    if time.monotonic() + self.retry_delay >= deadline:
+                        raise MultipathdTimeout(f"multipathd kept answering \"timeout\" to "
+                                                f"{cmd!r}; try again later")
+                    time.sleep(self.retry_delay)
+                yield reply
+
+    def _connect(self, s: socket.socket, cmd: str, deadline: float) -> None:
+        try:
+            s.settimeout(max(0.01, deadline - time.monotonic()))
+            s.connect(_address(self.address))
+        except (ConnectionRefusedError, FileNotFoundError) as e:
+            raise MultipathdAbsent(
+                "multipathd is not running (start it: systemctl start multipathd)") from e
+        except socket.timeout as e:
+            raise MultipathdTimeout(f"multipathd did not take {cmd!r} in time; it may be hung "
+                                    "(systemctl status multipathd)") from e
+        except OSError as e:
+            raise MultipathdError(f"cannot talk to multipathd: {e.strerror or e}") from e
+
+    def _ask(self, s: socket.socket, cmd: str, deadline: float) -> str:
+        data = cmd.encode() + b"\0"
+        try:
+            s.settimeout(max(0.01, deadline - time.monotonic()))
+            s.sendall(_LEN.pack(len(data)) + data)
+            (length,) = _LEN.unpack(self._read(s, _LEN.size, deadline))
+            if not 0 < length < MAX_REPLY:
+                raise MultipathdGarbage(f"multipathd sent a reply length of {length}; is "
+                                        "something else listening on its socket?")
+            body = self._read(s, length, deadline)
+        except socket.timeout as e:
+            raise MultipathdTimeout(
+                f"multipathd did not answer {cmd!r} in time; it may be hung "
+                "(systemctl status multipathd)") from e
+        except OSError as e:
+            if e.errno in (errno.ECONNRESET, errno.EPIPE):
+                raise MultipathdAbsent("multipathd closed the connection (restarting?)") from e
+            raise MultipathdError(f"cannot talk to multipathd: {e.strerror or e}") from e
         return body.rstrip(b"\0").decode(errors="replace").rstrip("\n")
 
     @staticmethod
@@ -131,6 +164,16 @@ class MultipathdClient:
 
     def add_map(self, wwid: str) -> str:
         return self.command(f"add map {_word(wwid)}")
+
+    def add_maps(self, wwids: list[str], progress=None) -> dict[str, str]:
+        """`add map` for each WWID on one connection; progress(done) after each."""
+        replies = {}
+        for i, (wwid, reply) in enumerate(zip(wwids, self.each(
+                [f"add map {_word(w)}" for w in wwids]))):
+            replies[wwid] = reply
+            if progress is not None:
+                progress(i + 1)
+        return replies
 
     def del_map(self, name: str) -> str:
         return self.command(f"del map {_word(name)}")

@@ -134,6 +134,25 @@ def parse_paths_raw(text: str) -> dict[str, str]:
     return out
 
 
+STATES_COMMAND = 'show paths raw format "%d %t %T %o"'
+
+
+def parse_path_states(text: str) -> dict[str, tuple[str, str, str]]:
+    """`show paths raw format "%d %t %T %o"` -> {sdX: (dm state, checker state, device
+    state)}, "unknown" for what multipathd leaves undefined: the compact way to notice a
+    checker's verdict without reading every map's JSON."""
+    out = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 4:
+            dev, *states = parts
+            out[dev] = tuple(UNKNOWN if s in ("undef", "[undef]") else s
+                             for s in states)  # type: ignore[assignment]
+    if text.strip() and not out and text.strip() != "ok":
+        raise ValueError(f"multipathd did not list path states: {text.strip()[:80]!r}")
+    return out
+
+
 # -- a map's health from its paths ------------------------------------------------------------
 
 UP_CHECKER = ("ready", "ghost")

@@ -25,7 +25,8 @@ from ..backend.base import Backend
 from ..backend.multipathd import (MultipathdAbsent, MultipathdClient, MultipathdError,
                                   MultipathdGarbage, MultipathdTimeout)
 from ..config import Settings
-from ..model.multipath import (PATHS_COMMAND, UNKNOWN, MapStatus, MultipathSettings, parse_dropin,
+from ..model.multipath import (PATHS_COMMAND, STATES_COMMAND, MapStatus, MultipathSettings,
+                               parse_dropin, parse_path_states,
                                parse_paths_raw, render_dropin)
 from ..model.records import Dirty, MultipathMap, map_paths
 from ..persist import write_text
@@ -84,7 +85,7 @@ class MultipathdStates:
     keep flowing while multipathd hangs.
     """
 
-    BULK = 16
+    BULK = 256      # more maps than this at once: one `show maps json`, else one query each
 
     def __init__(self, client: MultipathdClient, report: Callable[[str], None],
                  quick_timeout: float = 2.0, backoff: float = 10.0) -> None:
@@ -103,6 +104,7 @@ class MultipathdStates:
                 return
             try:
                 if len(dms) > self.BULK:
+                    # A whole table at start-up, or a storm: one bulk answer.
                     self._cache = self.client.maps(self.quick_timeout * 4)
                 else:
                     for dm in sorted(dms):
@@ -127,11 +129,19 @@ class MultipathdStates:
         self.report(RUNNING)
 
 
-def _record_matches(m: MultipathMap, st: MapStatus | None) -> bool:
-    if st is None:
-        return not m.known
-    return m.known and (m.features, m.hwhandler, m.path_states) == (
-        st.features, st.hwhandler, st.paths)
+def _states_match(m: MultipathMap, states: dict[str, tuple[str, str, str]]) -> bool:
+    """Does the published map still say what multipathd says of its paths?"""
+    if not m.known:
+        return False
+    seen = {p.dev: (p.dm_state, p.checker_state, p.dev_state) for p in m.path_states}
+    return all(states.get(dev, seen.get(dev)) == seen.get(dev) for dev in m.slaves)
+
+
+def parse_states_checked(text: str) -> dict[str, tuple[str, str, str]]:
+    try:
+        return parse_path_states(text)
+    except ValueError as e:
+        raise MultipathdGarbage(str(e)) from None
 
 
 class MultipathOps:
@@ -200,22 +210,18 @@ class MultipathOps:
         inv = self.state.inventory
         try:
             if inv.maps:
-                maps = await off_loop(self.client.maps)
+                states = parse_states_checked(await off_loop(
+                    self.client.command, STATES_COMMAND, None))
             else:
                 await off_loop(self.client.running)
-                maps = {}
+                states = {}
         except MultipathdError as e:
             self.states.failed(e)
             stale = {dm for dm, m in self.state.inventory.maps.items() if m.known}
         else:
             self.states.answered()
-            inv = self.state.inventory
-            stale = {dm for dm, m in inv.maps.items() if not _record_matches(m, maps.get(dm))}
-            # A device state multipathd read that sanbusd has not (no kernel event says so).
-            states = {p.dev: p.dev_state for st in maps.values() for p in st.paths
-                      if p.dev_state != UNKNOWN}
-            stale |= {lun.holder for lun in inv.luns.values() if lun.holder in inv.maps
-                      and states.get(lun.block, lun.state) != lun.state}
+            stale = {dm for dm, m in self.state.inventory.maps.items()
+                     if not _states_match(m, states)}
         if stale:
             self.state.pump.feed_dirty(Dirty.of(maps=stale))
 
@@ -268,15 +274,16 @@ class MultipathOps:
         # (multipathd still remembers its flush) gets one "reconfigure".
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        answers: dict[str, str] = {}
         todo = [w for w in chosen if self._map_of(w) is None]
-        for i, wwid in enumerate(todo):
-            reply = await self._ask(self.client.add_map, wwid, doing=f"creating map {wwid}")
-            if reply == "blacklisted":
-                raise errors.Failed(f"multipathd will not map {wwid}: it is blacklisted "
-                                    "(see MultipathConfig and /etc/multipath.conf)")
-            answers[wwid] = reply
-            self.jobs.progress(job, (i + 1) / max(1, len(todo)) * 0.8)
+
+        def progress(done: int) -> None:        # from the worker thread
+            loop.call_soon_threadsafe(self.jobs.progress, job, done / max(1, len(todo)) * 0.8)
+        answers = await self._ask(self.client.add_maps, todo, progress,
+                                  doing="creating multipath maps")
+        refused = [w for w, reply in answers.items() if reply == "blacklisted"]
+        if refused:
+            raise errors.Failed(f"multipathd will not map {refused[0]}: it is blacklisted "
+                                "(see MultipathConfig and /etc/multipath.conf)")
         want = list(chosen)
         first = min(timeout, ADD_MAP_WAIT + len(todo) * 0.01)
         if not await self.state.wait_for(lambda: not self._unmapped(want), first):

@@ -81,6 +81,7 @@ class SanCore:
         self._free_blocks: list[int] = []
         self._next_block = 0
         self._next_host = 0
+        self._next_session = 1              # iSCSI session numbers start at 1
         self._pci_slot = 3
         self._emit: EmitFn | None = None
         self._timers: set[threading.Timer] = set()

@@ -37,6 +37,8 @@ class SimHost:
     rport_next: int = 0
     target_ids: dict[tuple[int, str], int] = field(default_factory=dict)  # (array, wwpn) -> tid
     vport_next: int = 0
+    session: int = 0                # iSCSI: the number of the session this host is (sessionN)
+    session_state: str = ""         # LOGGED_IN, FAILED (recovering), FREE (recovery timed out)
     # The kernel holds shost->scan_mutex for a whole scan: scans of one host serialize.
     scan_lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -52,6 +52,11 @@ class HostSpec:
     max_id: int = 256
     scan_delay: float | None = None
     disks: list[DiskSpec] = field(default_factory=list)
+    # iSCSI (type "iscsi"): the session this host is, logged in to an array's portal
+    # ("ADDRESS:PORT") as initiator IQN `initiator`; "" portal = a host with local disks only.
+    initiator: str = ""
+    portal: str = ""
+    recovery_tmo: int = 120         # the session's recovery_tmo (iscsid's replacement_timeout)
 
 
 @dataclass(slots=True)
@@ -81,6 +86,8 @@ class ArraySpec:
     wwnn: str
     ports: list[PortSpec]
     luns: dict[int, LunSpec]
+    iqn: str = ""                   # an iSCSI target: its name and its portals ("ADDRESS:PORT")
+    portals: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -185,6 +192,40 @@ def _mpath_wwid(d: dict, where: str) -> str:
     return text
 
 
+_IQN_RE = re.compile(r"(iqn\.\d{4}-\d{2}\.[^\s:]+(:\S+)?|eui\.[0-9A-Fa-f]{16})")
+
+
+def is_iscsi_name(text: str) -> bool:
+    """An iSCSI initiator or target name (iqn.YYYY-MM.reversed.domain[:id], or eui.<16 hex>)."""
+    return isinstance(text, str) and _IQN_RE.fullmatch(text) is not None
+
+
+def _initiator(text: object, where: str) -> str:
+    """A LUN's masked_to entry: an FC initiator WWPN, or an iSCSI initiator name (IQN)."""
+    if isinstance(text, str) and is_iscsi_name(text):
+        return text
+    return _wwn({"wwpn": text}, "wwpn", where)
+
+
+def _iscsi_name(d: dict, key: str, where: str) -> str:
+    text = _get(d, key, str, where)
+    if not is_iscsi_name(text):
+        raise FabricError(f"{where}: {key} must be an iSCSI name such as iqn.2003-01.org.example:tgt1")
+    return text
+
+
+def _portal(text: object, where: str) -> str:
+    """An iSCSI portal, "ADDRESS:PORT" (port 3260 when left out)."""
+    if not isinstance(text, str) or not text or any(c.isspace() for c in text):
+        raise FabricError(f"{where}: a portal is \"ADDRESS:PORT\", e.g. \"192.168.77.1:3260\"")
+    address, sep, port = text.rpartition(":")
+    if not sep:
+        address, port = text, "3260"
+    if not address or not port.isdigit() or not 0 < int(port) < 65536:
+        raise FabricError(f"{where}: a portal is \"ADDRESS:PORT\", e.g. \"192.168.77.1:3260\"")
+    return f"{address}:{int(port)}"
+
+
 def _mpd_options(d: dict) -> MpdOptions:
     o = MpdOptions()
     for key in ("reconfigure_delay", "checker_delay", "create_delay", "uxsock_timeout",
@@ -239,6 +280,12 @@ def parse_fabric(data: dict) -> Fabric:
             if len(spec.vports) > spec.max_npiv_vports:
                 raise FabricError(f"{where}: more vports than max_npiv_vports")
             spec.port_id = _port_id(h, where)
+        if typ == "iscsi" and "portal" in h:
+            spec.portal = _portal(h["portal"], where)
+            spec.initiator = _iscsi_name(h, "initiator", where)
+            spec.recovery_tmo = _get(h, "recovery_tmo", int, where, 120)
+            if spec.recovery_tmo < 0:
+                raise FabricError(f"{where}: recovery_tmo must be 0 or more (seconds)")
         spec.max_lun = _get(h, "max_lun", int, where, 65535)
         spec.max_id = _get(h, "max_id", int, where, 256)
         if "scan_delay" in h:
@@ -267,18 +314,28 @@ def parse_fabric(data: dict) -> Fabric:
             n = _get(lu, "lun", int, lw)
             if n in luns:
                 raise FabricError(f"{lw}: LUN {n} defined twice")
-            masked = {_wwn({"wwpn": w}, "wwpn", f"{lw}.masked_to") for w in
-                      _get(lu, "masked_to", list, lw, [])}
+            masked = {_initiator(w, f"{lw}.masked_to") for w in _get(lu, "masked_to", list, lw, [])}
             # No "wwid": a generated NAA id. wwid = "": the LUN has no VPD page 0x83 (a LIO
             # RAM disk: its device/wwid read fails with ENXIO), so it publishes no WWID.
             wwid = _get(lu, "wwid", str, lw) if "wwid" in lu else generated_wwid(i, n)
             luns[n] = LunSpec(lun=n, size=_size(lu, lw, "10G"), wwid=wwid,
                               masked_to=masked, mpath_wwid=_mpath_wwid(lu, lw))
+        iqn = _iscsi_name(a, "iqn", where) if "iqn" in a else ""
+        portals = [_portal(p, f"{where}.portals") for p in _get(a, "portals", list, where, [])]
+        if portals and not iqn:
+            raise FabricError(f"{where}: portals need the target's iqn")
         fabric.arrays.append(ArraySpec(
             name=_get(a, "name", str, where, f"array{i}"),
             vendor=_get(a, "vendor", str, where, "SANSIM"),
             model=_get(a, "model", str, where, "VDISK"), rev=_get(a, "rev", str, where, "0001"),
-            wwnn=_wwn(a, "wwnn", where), ports=ports, luns=luns))
+            # an iSCSI-only array (no FC ports) needs no WWNN
+            wwnn=_wwn(a, "wwnn", where) if "wwnn" in a or not iqn else "", ports=ports, luns=luns,
+            iqn=iqn, portals=portals))
+    known = {p for a in fabric.arrays for p in a.portals}
+    for i, h in enumerate(fabric.hosts):
+        if h.portal and h.portal not in known:
+            raise FabricError(f"host[{i}]: portal {h.portal} is no array's (portals: "
+                              f"{', '.join(sorted(known)) or 'none'})")
     seen: dict[str, str] = {}
     for i, h in enumerate(fabric.hosts):
         if h.wwpn:

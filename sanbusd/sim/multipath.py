@@ -570,7 +570,8 @@ class MultipathMixin(SanCore):
 
     def mpd_paths_raw(self, fmt: str) -> str:
         """`show paths raw format FMT` for the wildcards sanbusd uses: %d (device), %w (WWID),
-        %i (H:C:T:L), %m (map name, "[orphan]" without one). Blacklisted paths are not
+        %i (H:C:T:L), %m (map name, "[orphan]" without one), %t (dm state), %T (checker
+        state), %o (device state; orphans: "undef" dm and checker). Blacklisted paths are not
         multipathd's, so they are not listed."""
         with self._lock:
             conf = self._conf()
@@ -582,7 +583,14 @@ class MultipathMixin(SanCore):
                     continue
                 m = by_sd.get(sd)
                 fields = {"d": sd, "w": wwid, "i": str(hctl),
-                          "m": m.name if m is not None else "[orphan]"}
+                          "m": m.name if m is not None else "[orphan]",
+                          "o": "running" if self._device_running(hctl) else "offline"}
+                if m is not None:
+                    failed = sd in m.failed
+                    fields["t"] = "failed" if failed else "active"
+                    fields["T"] = "faulty" if failed else "ready"
+                else:
+                    fields["t"], fields["T"] = "undef", "undef"
                 lines.append(re.sub(r"%(\w)", lambda x: fields.get(x.group(1), "[undef]"), fmt))
         return "".join(line + "\n" for line in lines) or "ok\n"
 

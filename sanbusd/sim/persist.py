@@ -104,7 +104,7 @@ def fabric_to_json(f: Fabric) -> dict:
                    "vports": [list(v) for v in h.vports],
                    "disks": [asdict(x) for x in h.disks]} for h in f.hosts],
         "arrays": [{"name": a.name, "vendor": a.vendor, "model": a.model, "rev": a.rev,
-                    "wwnn": a.wwnn,
+                    "wwnn": a.wwnn, "iqn": a.iqn, "portals": list(a.portals),
                     "ports": [{"wwpn": p.wwpn, "fabric": p.fabric, "port_id": p.port_id,
                                "roles": list(p.roles)} for p in a.ports],
                     "luns": {str(n): {"lun": lu.lun, "size": lu.size, "wwid": lu.wwid,
@@ -143,6 +143,7 @@ def snapshot(san: SanCore) -> dict[str, Any]:
         "hosts": [{"number": h.number, "devdir": h.devdir, "spec": spec_index[id(h.spec)],
                    "wwpn": h.wwpn, "wwnn": h.wwnn, "fabric": h.fabric, "vport": h.vport,
                    "rport_next": h.rport_next, "vport_next": h.vport_next,
+                   "session": h.session, "session_state": h.session_state,
                    "target_ids": [[a, w, t] for (a, w), t in h.target_ids.items()]}
                   for h in san.hosts.values()],
         "rports": [{"name": r.name, "host": r.host, "number": r.number, "array": r.array,
@@ -158,7 +159,8 @@ def snapshot(san: SanCore) -> dict[str, Any]:
                       "dev_states": [[*hctl, st] for hctl, st in san.dev_states.items()],
                       "wwids": list(san.wwids), "bindings": dict(san.bindings)},
         "counters": {"next_block": san._next_block, "free_blocks": list(san._free_blocks),
-                     "next_host": san._next_host, "pci_slot": san._pci_slot},
+                     "next_host": san._next_host, "pci_slot": san._pci_slot,
+                     "next_session": san._next_session},
     }
 
 
@@ -172,6 +174,7 @@ def restore(san: SanCore, state: dict) -> None:
                 number=h["number"], devdir=h["devdir"], spec=fabric.hosts[h["spec"]],
                 wwpn=h["wwpn"], wwnn=h["wwnn"], fabric=h["fabric"], vport=h["vport"],
                 rport_next=h["rport_next"], vport_next=h["vport_next"],
+                session=int(h.get("session", 0)), session_state=str(h.get("session_state", "")),
                 target_ids={(a, w): t for a, w, t in h["target_ids"]})
         rports = {}
         for r in state["rports"]:
@@ -203,3 +206,4 @@ def restore(san: SanCore, state: dict) -> None:
     if san.write_log is not None:
         san.writes = san.write_log.read()
     san._next_block, san._free_blocks, san._next_host, san._pci_slot = counters
+    san._next_session = int(state["counters"].get("next_session", 1))
