@@ -26,12 +26,12 @@ def _nothing(*_args) -> Keys:
 
 class MapStates(Protocol):
     """What multipathd says about maps, fetched once per re-read (ops/multipath.py asks it)."""
-    def prefetch(self, dms: set[str]) -> None: ...
+    def prefetch(self, dms: set[str], total: int) -> None: ...
     def get(self, dm: str) -> MapStatus | None: ...
 
 
 class NoMapStates:
-    def prefetch(self, dms: set[str]) -> None:
+    def prefetch(self, dms: set[str], total: int) -> None:
         pass
 
     def get(self, dm: str) -> MapStatus | None:
@@ -131,7 +131,7 @@ def read_all(reader: SysfsReader, states: MapStates | None = None) -> Inventory:
         records = getattr(inv, kind.name)
         keys = list(kind.keys(reader))
         if kind.name == "maps":
-            states.prefetch(set(keys))
+            states.prefetch(set(keys), len(keys))
         for key in keys:
             if (rec := kind.read(reader, key, inv, states)) is not None:
                 records[key] = rec
@@ -163,7 +163,7 @@ def refresh(reader: SysfsReader, inv: Inventory, dirty,
     for kind in KIND_TABLE:
         records = getattr(new, kind.name)
         if kind.name == "maps":     # the last kind: every map to re-read is known by now
-            states.prefetch(look["maps"])
+            states.prefetch(look["maps"], len(inv.maps) + len(look["maps"]))
         for key in look[kind.name]:
             rec = kind.read(reader, key, new, states)
             if rec is None:

@@ -13,6 +13,7 @@ from ..publish import paths
 from ..publish.render import MANAGER_I, MAP_I
 
 ACTION = "org.example.sanstorage.manage-multipath"
+REMOVE_ACTION = "org.example.sanstorage.remove-device"
 MAX_WAIT = 600
 # SetMultipathConfig's keys: D-Bus type, and the setting they change.
 CONFIG_KEYS = {"user_friendly_names": ("b", "user_friendly_names"),
@@ -73,5 +74,9 @@ class MultipathApi:
         parsed = paths.parse(call.path)
         if parsed is None or parsed[0] != "multipath":
             raise errors.NotFound(f"no multipath map at {call.path}")
+        if call.options.get("remove_paths"):
+            # Deleting the paths is Lun.Delete's business: the caller needs its action too.
+            await self.authorizer.check(call, REMOVE_ACTION,
+                                        {"wwid": str(parsed[1]), "paths": "remove"})
         await self.multipath.flush(str(parsed[1]), call.options.get("deferred", False),
                                    call.options.get("remove_paths", False))

@@ -85,7 +85,10 @@ class MultipathdStates:
     keep flowing while multipathd hangs.
     """
 
-    BULK = 256      # more maps than this at once: one `show maps json`, else one query each
+    # One `show maps json` when at least this many maps, and a quarter of them all, are to be
+    # read (start-up, a storm); one `show map dm-N json` each otherwise: while thousands of
+    # maps are being created, each burst of new ones must not cost the whole table.
+    BULK = 64
 
     def __init__(self, client: MultipathdClient, report: Callable[[str], None],
                  quick_timeout: float = 2.0, backoff: float = 10.0) -> None:
@@ -97,13 +100,13 @@ class MultipathdStates:
         self._quiet_until = 0.0
         self._lock = threading.Lock()
 
-    def prefetch(self, dms: set[str]) -> None:
+    def prefetch(self, dms: set[str], total: int = 0) -> None:
         with self._lock:
             self._cache = {}
             if not dms or time.monotonic() < self._quiet_until:
                 return
             try:
-                if len(dms) > self.BULK:
+                if len(dms) >= self.BULK and len(dms) * 4 >= total:
                     # A whole table at start-up, or a storm: one bulk answer.
                     self._cache = self.client.maps(self.quick_timeout * 4)
                 else:

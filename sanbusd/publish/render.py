@@ -215,5 +215,6 @@ def polkit_details(inv: Inventory, path: str) -> dict[str, str]:
     if kind == "vhba":
         return {"wwpn": str(key)}
     if kind == "multipath":
-        return {"wwid": str(key)}
+        m = next((m for m in inv.maps.values() if m.wwid == key), None)
+        return {"wwid": str(key), **({"name": m.name} if m is not None else {})}
     return {}
