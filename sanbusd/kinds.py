@@ -172,4 +172,24 @@ def refresh(reader: SysfsReader, inv: Inventory, dirty,
                 records[key] = rec
             for other, keys in kind.also_read(reader, inv, key, rec).items():
                 look[other] |= keys
+    _relink_paths(reader, new, look)
     return new, look
+
+
+def _relink_paths(reader: SysfsReader, new: Inventory, look: Keys) -> None:
+    """A map's table names its paths, but a path hears nothing when a map takes or leaves it
+    (no event on the sdX): its LUN, read before, may name no holder or the wrong one. Read those
+    LUNs again now that the maps are read."""
+    if not look["maps"]:
+        return
+    holder = {sd: dm for dm in look["maps"] if (m := new.maps.get(dm)) for sd in m.slaves}
+    stale = {k for k, lun in new.luns.items() if lun.block and
+             (holder.get(lun.block, lun.holder if lun.holder not in look["maps"] else "")
+              != lun.holder)}
+    for hctl in stale:
+        lun = reader.read_lun(hctl, new.rports)
+        if lun is None:
+            new.luns.pop(hctl, None)
+        else:
+            new.luns[hctl] = lun
+    look["luns"] |= stale

@@ -142,3 +142,33 @@ def test_a_multipath_map_is_linked_to_its_paths_through_holders(sim):
     assert lun["MultipathMap"] == "/org/example/SanStorage/multipath/1Linux_5fscsi_5fdebug_5f2000"
     assert render_lun(ctx, new.luns[HCTL(1, 0, 0, 0)])["org.example.SanStorage.Lun"][
         "MultipathMap"] == "/"
+
+
+def test_a_map_event_alone_links_its_paths_and_unlinks_them_when_it_goes(sim):
+    """On the kernel a new map sends events for dm-N only, not for its sdX: re-reading the map
+    must re-read the LUNs whose holder it changed (Lun.Delete's Busy rule reads the holder)."""
+    root = sim.root
+    reader = SysfsReader(root)
+    inv = read_all(reader)
+    a, b = inv.luns[HCTL(1, 0, 0, 1)], inv.luns[HCTL(2, 0, 0, 1)]
+    dm = root / "devices/virtual/block/dm-3"
+    (dm / "dm").mkdir(parents=True)
+    (dm / "dm/uuid").write_text("mpath-36001\n")
+    (dm / "dm/name").write_text("mpatha\n")
+    (dm / "size").write_text("8\n")
+    (dm / "slaves").mkdir()
+    os.symlink(dm, root / "class/block/dm-3")
+    for lun in (a, b):
+        bdir = os.path.realpath(root / "class/block" / lun.block)
+        os.symlink(dm, os.path.join(bdir, "holders", "dm-3"))
+        os.symlink(bdir, dm / "slaves" / lun.block)
+    new, looked = refresh(reader, inv, Dirty.of(maps={"dm-3"}))
+    assert new.luns[a.hctl].holder == new.luns[b.hctl].holder == "dm-3"
+    assert {a.hctl, b.hctl} <= looked["luns"]            # so their objects are published again
+    for lun in (a, b):
+        os.unlink(os.path.join(os.path.realpath(root / "class/block" / lun.block),
+                               "holders", "dm-3"))
+    os.unlink(root / "class/block/dm-3")
+    gone, _ = refresh(reader, new, Dirty.of(maps={"dm-3"}))
+    assert "dm-3" not in gone.maps
+    assert gone.luns[a.hctl].holder == gone.luns[b.hctl].holder == ""
