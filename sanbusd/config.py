@@ -1,14 +1,16 @@
-"""Settings: one validated object, built from the command line and the environment.
+"""Settings: one validated object, built from the configuration file, the environment and the
+command line (each over the one before).
 
 Every tunable lives here with its bounds, so operations get numbers that are already checked and a
-wrong value stops the daemon at start with a message that names the setting and what is allowed.
-(A configuration file under /etc feeds the same object once the service shell has one.)
+wrong value stops the daemon at start with a message that names the file, the key and what is
+allowed. Unknown keys are errors: a misspelt setting must not be silently ignored.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import tomllib
 from dataclasses import dataclass, fields
 
 
@@ -91,12 +93,103 @@ def default_sim_dir() -> str:
     return os.path.join(os.environ.get("XDG_RUNTIME_DIR", tempfile.gettempdir()), "sanbusd-sim")
 
 
-def from_sources(cli: dict[str, object], environ: dict[str, str] | None = None) -> Settings:
-    """Command-line values (None: not given) over environment variables over defaults.
-    Raises ValueError naming the setting."""
+CONFIG_FILE = "/etc/sanbusd/sanbusd.conf"
+
+# The configuration file's keys: [section] key -> the setting it sets.
+FILE_KEYS: dict[str, dict[str, str]] = {
+    "scan": {"parallel_hosts": "scan_parallel_hosts", "timeout": "scan_timeout",
+             "max_timeout": "scan_max_timeout", "settle_timeout": "settle_timeout"},
+    "service": {"polkit_timeout": "polkit_timeout", "job_retention": "job_retention",
+                "state_dir": "state_dir"},
+    "npiv": {"oui": "vhba_oui", "wait": "vhba_wait", "libvirt_uri": "libvirt_uri",
+             "libvirt_refresh_pools": "libvirt_refresh_pools"},
+    "multipath": {"multipathd_timeout": "multipathd_timeout", "poll": "multipathd_poll",
+                  "multipathd_socket": "multipathd_socket", "conf_dir": "multipath_conf_dir"},
+}
+_TOML_TYPES = {"int": (int, float), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def read_file(path: str) -> dict[str, object]:
+    """The settings a configuration file sets. ValueError names the file, the key and what is
+    wrong: a syntax error, an unknown section or key, a value of the wrong type."""
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text") from None
+    types = {f.name: f.type for f in fields(Settings)}
+    out: dict[str, object] = {}
+    for section, table in doc.items():
+        keys = FILE_KEYS.get(section)
+        if keys is None or not isinstance(table, dict):
+            raise ValueError(f"{path}: unknown section [{section}]; the sections are "
+                             + ", ".join(f"[{s}]" for s in FILE_KEYS))
+        for key, value in table.items():
+            name = keys.get(key)
+            if name is None:
+                raise ValueError(f"{path}: unknown key {key!r} in [{section}]; it has "
+                                 + ", ".join(keys))
+            typ = str(types[name]).split(" ")[0].replace("'", "")
+            allowed = _TOML_TYPES.get(typ, (str,))
+            if not isinstance(value, allowed) or (typ != "bool" and isinstance(value, bool)):
+                raise ValueError(f"{path}: [{section}] {key} must be "
+                                 f"{'a number' if typ in ('int', 'float') else 'true or false' if typ == 'bool' else 'a string'}"
+                                 f", not {value!r}")
+            if typ == "int" and isinstance(value, float):
+                raise ValueError(f"{path}: [{section}] {key} must be a whole number, not {value}")
+            out[name] = float(value) if typ == "float" else value
+    return out
+
+
+def describe(s: Settings, config_file: str | None) -> str:
+    """The settings in force, as the configuration file would write them."""
+    path = config_file or CONFIG_FILE
+    source = path if config_file is not None or os.path.exists(path) else f"{path} (absent)"
+    out = [f"# settings in force: defaults, {source}, environment, command line"]
+    for section, keys in FILE_KEYS.items():
+        out.append(f"[{section}]")
+        for key, name in keys.items():
+            v = getattr(s, name)
+            out.append(f"{key} = " + ("true" if v is True else "false" if v is False
+                                      else f'"{v}"' if isinstance(v, str) else f"{v:g}"
+                                      if isinstance(v, float) else str(v)))
+    return "\n".join(out)
+
+
+def file_key(name: str) -> str:
+    """A setting's name in the configuration file: "[scan] parallel_hosts"."""
+    for section, keys in FILE_KEYS.items():
+        for key, setting in keys.items():
+            if setting == name:
+                return f"[{section}] {key}"
+    return name
+
+
+def from_sources(cli: dict[str, object], environ: dict[str, str] | None = None,
+                 config_file: str | None = None) -> Settings:
+    """Command-line values (None: not given) over environment variables over the configuration
+    file over defaults. `config_file` None: the default file if it exists. Raises ValueError
+    naming the file or the variable, the setting, and what is allowed."""
     environ = os.environ if environ is None else environ
     types = {f.name: f.type for f in fields(Settings)}
     values: dict[str, object] = {}
+    path = config_file or CONFIG_FILE
+    if config_file is not None or os.path.exists(path):
+        try:
+            values.update(read_file(path))
+        except FileNotFoundError:
+            raise ValueError(f"{path}: no such configuration file") from None
+        except PermissionError:
+            raise ValueError(f"{path}: cannot be read (permission denied)") from None
+        except IsADirectoryError:
+            raise ValueError(f"{path}: is a directory, not a configuration file") from None
+        try:
+            Settings(**values)  # type: ignore[arg-type]
+        except ValueError as e:
+            setting = str(e).split(" ", 1)[0]
+            raise ValueError(f"{path}: {file_key(setting)}: {e}") from None
     for var, name in ENVIRONMENT.items():
         if var in environ:
             values[name] = _convert(name, environ[var], types[name], f"${var}")

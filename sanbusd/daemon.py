@@ -254,6 +254,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--multipathd-socket", metavar="ADDRESS",
                    help="where multipathd listens (default @/org/kernel/linux/storage/"
                         "multipathd; on the simulated SAN, SIM_DIR/multipathd.sock)")
+    p.add_argument("--config", metavar="FILE",
+                   help=f"the configuration file (default {config.CONFIG_FILE}, if it exists); "
+                        "the environment and the command line override it")
+    p.add_argument("--check-config", action="store_true",
+                   help="read the configuration file, environment and command line, print the "
+                        "settings in force and exit: 0 if valid, 2 (saying what is wrong) if not")
     p.add_argument("--ready-fd", type=int, metavar="FD", help=argparse.SUPPRESS)
     p.add_argument("-v", "--verbose", action="store_true", default=None, help="debug logging")
     p.add_argument("--version", action="version", version=f"sanbusd {__version__}")
@@ -272,13 +278,20 @@ def make_backend(settings: config.Settings) -> Backend:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cli = {k: v for k, v in vars(args).items() if k != "ready_fd"}
+    cli = {k: v for k, v in vars(args).items()
+           if k not in ("ready_fd", "config", "check_config")}
     try:
-        settings = config.from_sources(cli)
+        settings = config.from_sources(cli, config_file=args.config)
     except ValueError as e:
+        if args.check_config:
+            print(f"sanbusd: {e}", file=sys.stderr)
+            return 2
         setup_logging(False)
         log.error("cannot start: %s", e)
         return 2
+    if args.check_config:
+        print(config.describe(settings, args.config))
+        return 0
     setup_logging(settings.verbose)
     dbusfix.apply()
     try:
