@@ -15,7 +15,7 @@ import sys
 
 from ..config import default_sim_dir
 from ..model.ids import normalize_wwn, parse_hctl, parse_size
-from ..sim.fabric import FabricError
+from ..sim.fabric import FabricError, is_iscsi_name
 from ..sim.generate import generate
 from ..sim.san import SimulatedSan
 
@@ -65,10 +65,18 @@ def _wwpn(text: str) -> str:
 
 
 def _wwpns(text: str) -> list[str]:
-    out = [_wwpn(w) for w in text.split(",") if w.strip()]
+    """Initiators: FC WWPNs or iSCSI initiator names (iqn.…), comma separated."""
+    out = [w.strip() if is_iscsi_name(w.strip()) else _wwpn(w) for w in text.split(",") if w.strip()]
     if not out:
-        raise argparse.ArgumentTypeError("give one or more WWPNs, comma separated")
+        raise argparse.ArgumentTypeError("give one or more WWPNs (or iSCSI IQNs), comma separated")
     return out
+
+
+def _address(text: str) -> str:
+    if not text.strip() or any(c.isspace() for c in text.strip()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an address; give the portal's, e.g. "
+                                         "192.168.77.1")
+    return text.strip()
 
 
 def _luns(text: str) -> list[int]:
@@ -136,6 +144,13 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("port-up", help="a target port (re)joins the fabric; initiators log in "
                        "and see its LUNs")
     s.add_argument("wwpn", type=_wwpn)
+    s = sub.add_parser("portal-down", help="an iSCSI portal goes silent: its sessions fail, "
+                       "their disks block, then go transport-offline after recovery_tmo (their "
+                       "multipath paths fail)")
+    s.add_argument("address", type=_address, help="the portal's address, e.g. 192.168.77.1")
+    s = sub.add_parser("portal-up", help="the iSCSI portal answers again: its sessions log in "
+                       "again, their disks and paths come back")
+    s.add_argument("address", type=_address)
     s = sub.add_parser("hold-open", help="a process on the host holds a disk or a multipath map "
                        "open (e.g. a VM): sanbusd must not remove it")
     s.add_argument("block", help="the disk or map, e.g. sdc, dm-0 or mpatha")
@@ -162,7 +177,8 @@ def parser() -> argparse.ArgumentParser:
                        "array (hosts see them after a scan)")
     s.add_argument("--array", required=True)
     s.add_argument("--lun", required=True, type=_luns, help="e.g. 27,28,29,53 or 27-29")
-    s.add_argument("--to", required=True, type=_wwpns, help="initiator WWPNs, comma separated")
+    s.add_argument("--to", required=True, type=_wwpns,
+                   help="initiator WWPNs or iSCSI initiator names (iqn.…), comma separated")
     s.add_argument("--size", default="10G", type=_size)
     s = sub.add_parser("unprovision", help="unmask LUNs (hosts keep stale paths until deleted)")
     s.add_argument("--array", required=True)
@@ -207,6 +223,8 @@ def print_status(st: dict) -> None:
     conf = mp.get("config", {})
     print(f"multipathd {mp.get('mode', '?')}: find_multipaths {conf.get('find_multipaths')}, "
           f"user_friendly_names {'yes' if conf.get('user_friendly_names') else 'no'}")
+    for name, s in st.get("sessions", {}).items():
+        print(f"  {name} host{s['host']} {s['portal']} {s['state']}")
     for m in st["maps"]:
         failed = set(m.get("failed", []))
         paths = " ".join(sd + (" (failed)" if sd in failed else "") for sd in m["slaves"])
@@ -234,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command in ("port-down", "port-up"):
         request(args.dir, {"command": args.command, "wwpn": args.wwpn})
+    elif args.command in ("portal-down", "portal-up"):
+        request(args.dir, {"command": args.command, "address": args.address})
     elif args.command == "hold-open":
         request(args.dir, {"command": "hold-open", "block": args.block, "by": args.by})
     elif args.command == "release":

@@ -28,6 +28,7 @@ from ..config import Settings
 from ..model.multipath import (PATHS_COMMAND, STATES_COMMAND, MapStatus, MultipathSettings,
                                parse_dropin, parse_path_states,
                                parse_paths_raw, render_dropin)
+from ..model.ids import multipath_wwid
 from ..model.records import Dirty, MultipathMap, map_paths
 from ..persist import write_text
 from ..state import State
@@ -47,13 +48,19 @@ async def off_loop(fn, *args):
     loop = asyncio.get_running_loop()
     fut = loop.create_future()
 
+    def hand_over(cb) -> None:
+        try:
+            loop.call_soon_threadsafe(cb)
+        except RuntimeError:
+            pass                    # the daemon stopped meanwhile: nobody waits any more
+
     def run() -> None:
         try:
             result = fn(*args)
         except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
-            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_exception(e))
+            hand_over(lambda err=e: fut.done() or fut.set_exception(err))
         else:
-            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(result))
+            hand_over(lambda: fut.done() or fut.set_result(result))
     threading.Thread(target=run, name="multipathd-call", daemon=True).start()
     return await fut
 
@@ -177,7 +184,11 @@ class MultipathOps:
                 return
         except RuntimeError:
             pass
-        loop.call_soon_threadsafe(lambda: self.state.set_multipath(daemon=status))
+        try:
+            loop.call_soon_threadsafe(lambda: self._loop is not None
+                                      and self.state.set_multipath(daemon=status))
+        except RuntimeError:
+            pass                    # the loop is closed: the daemon has stopped
 
     async def _ask(self, fn, *args, doing: str):
         """One multipathd command off the loop; its failure as the caller's named error."""
@@ -196,6 +207,7 @@ class MultipathOps:
         self._poller = asyncio.ensure_future(self._poll())
 
     def stop(self) -> None:
+        self._loop = None           # late answers from worker threads are not published
         if self._poller is not None:
             self._poller.cancel()
 
@@ -242,6 +254,7 @@ class MultipathOps:
         if wwids is not None:
             missing = [w for w in wwids if w not in by_wwid]
             if missing:
+                self._not_listed(missing[0])
                 raise errors.NotFound(
                     f"no LUN path here has WWID {missing[0]} as multipath knows it; "
                     "`sanctl status` lists the LUNs (multipath's WWID is 3 + the naa. digits, "
@@ -249,6 +262,18 @@ class MultipathOps:
             return {w: sorted(by_wwid[w]) for w in wwids}
         least = 1 if all_eligible else 2
         return {w: sorted(d) for w, d in sorted(by_wwid.items()) if len(d) >= least}
+
+    def _not_listed(self, wwid: str) -> None:
+        """multipathd does not list this WWID's paths: say why when sanbusd can tell."""
+        s = self.state.multipath_settings
+        if wwid in s.exclude_wwids or (s.include_wwids and wwid not in s.include_wwids):
+            raise errors.Failed(f"WWID {wwid} is excluded from multipath (Manager.MultipathConfig, "
+                                f"{self.dropin}); include it first (sanctl multipath config)")
+        if any(lun.wwid and multipath_wwid(lun.wwid) == wwid
+               for lun in self.state.inventory.luns.values()):
+            raise errors.Failed(f"multipathd does not list the paths of WWID {wwid}: it is "
+                                "blacklisted in its configuration (/etc/multipath.conf), or "
+                                "its paths are not set up yet")
 
     async def create_all(self, wwids: list[str] | None, all_eligible: bool, timeout: float,
                          uid: int) -> list[str]:
@@ -341,6 +366,10 @@ class MultipathOps:
             raise errors.NotFound(f"no multipath map with WWID {wwid}")
         name = m.name or m.dm
         users = await asyncio.to_thread(self.backend.block_users, m.dm)
+        if users and deferred and remove_paths:
+            raise errors.Busy(f"multipath map {name} is in use by {', '.join(users)}, so a "
+                              "deferred remove would leave its paths behind; flush it with "
+                              "deferred alone, and delete the paths (Lun.Delete) once it is gone")
         if users and deferred:
             try:
                 await asyncio.to_thread(self.backend.dm_deferred_remove, m.name or m.dm)

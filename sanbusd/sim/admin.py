@@ -224,9 +224,21 @@ class AdminMixin(SanCore):
 
     def _unit_attention(self, ai: int, initiators: set[str]) -> list[UEvent]:
         events = []
+        heard: dict[str, int] = {}      # iSCSI initiator name -> the session host that hears it
         for hctl, ddir in sorted(self.luns.items()):
+            h = self.hosts[hctl.host]
+            if h.session:
+                # LIO queues the unit attention per ACL (the initiator's name), not per session:
+                # the first command through any of the initiator's sessions takes it. Here the
+                # session with the lowest host number hears it.
+                if self._iscsi_array(h) != ai or h.spec.initiator not in initiators:  # type: ignore[attr-defined]
+                    continue
+                if heard.setdefault(h.spec.initiator, h.number) != h.number:
+                    continue
+                events.append(uevent("change", "scsi", ddir, "scsi_device", SDEV_UA=LUNS_CHANGED_UA))
+                continue
             rp = self._rport_of(hctl)
-            if rp is None or rp.array != ai or self.hosts[hctl.host].wwpn not in initiators:
+            if rp is None or rp.array != ai or h.wwpn not in initiators:
                 continue
             events.append(uevent("change", "scsi", ddir, "scsi_device", SDEV_UA=LUNS_CHANGED_UA))
         return events

@@ -15,7 +15,8 @@ from .files import uevent
 # The class and bus directories exist in any kernel that has the subsystems, devices or not.
 _SKELETON = ("devices", "class/scsi_host", "class/fc_host", "class/fc_remote_ports",
              "class/fc_transport", "class/scsi_device", "class/block", "class/fc_vports",
-             "class/iscsi_host", "class/sas_host", "bus/scsi/devices", "block")
+             "class/iscsi_host", "class/iscsi_session", "class/iscsi_connection",
+             "class/sas_host", "bus/scsi/devices", "block")
 
 
 class ColdplugMixin(SanCore):
@@ -32,6 +33,8 @@ class ColdplugMixin(SanCore):
             for h in list(self.hosts.values()):
                 if h.spec.type == "fc":
                     self._login(h)
+                elif h.spec.portal:
+                    self._iscsi_login(h)  # type: ignore[attr-defined]
                 else:
                     for disk in h.spec.disks:
                         self._add_lun(h, 0, disk.target, disk.lun, None)

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..model.ids import normalize_wwn, parse_hctl, parse_size
 from .core import SanAdminError
+from .fabric import is_iscsi_name
 from .multipathd import MODES
 from .san import SimulatedSan
 
@@ -49,6 +50,13 @@ def _field(req: dict, key: str, typ: type | tuple[type, ...], default: Any = _MI
     return value
 
 
+def _initiator(text: object) -> str:
+    """An FC initiator's WWPN, or an iSCSI initiator's name (iqn.…) as it is."""
+    if isinstance(text, str) and is_iscsi_name(text):
+        return text
+    return _wwpn(text)
+
+
 def _wwpn(text: object) -> str:
     try:
         return normalize_wwn(text, "WWPN")  # type: ignore[arg-type]
@@ -61,8 +69,8 @@ def _wwpns(req: dict, key: str, required: bool = True) -> set[str] | None:
     if values is None:
         return None
     if not values:
-        raise BadRequest(f"{req['command']}: {key!r} is empty; give initiator WWPNs")
-    return {_wwpn(w) for w in values}
+        raise BadRequest(f"{req['command']}: {key!r} is empty; give initiator WWPNs (or IQNs)")
+    return {_initiator(w) for w in values}
 
 
 def _lun(value: object) -> int:
@@ -85,6 +93,13 @@ def _size(value: object) -> int:
         raise BadRequest(str(e)) from None
 
 
+def _address(req: dict) -> str:
+    text = _field(req, "address", str).strip()
+    if not text or any(c.isspace() for c in text) or len(text) > 255:
+        raise BadRequest(f"{req['command']}: 'address' must be a portal's address, e.g. 192.168.77.1")
+    return text
+
+
 def handle(sim: SimulatedSan, req: object) -> dict:
     """Answer one request. Raises BadRequest or SanAdminError (both ValueError) when it cannot
     be done; nothing has changed then."""
@@ -100,11 +115,16 @@ def handle(sim: SimulatedSan, req: object) -> dict:
                     "arrays": [a.name for a in sim.fabric.arrays],
                     "maps": [asdict(m) for m in sim.maps.values()],
                     "disks": {str(h): sd for h, sd in sorted(sim.blocks.items())},
-                    "opened": dict(sim.opened), "multipath": sim.multipath_state()}
+                    "opened": dict(sim.opened), "multipath": sim.multipath_state(),
+                    "sessions": sim.iscsi_sessions()}
     if cmd == "port-down":
         sim.port_down(_wwpn(_field(req, "wwpn", str)))
     elif cmd == "port-up":
         sim.port_up(_wwpn(_field(req, "wwpn", str)))
+    elif cmd == "portal-down":
+        sim.portal_down(_address(req))
+    elif cmd == "portal-up":
+        sim.portal_up(_address(req))
     elif cmd == "hold-open":
         sim.hold_open(_field(req, "block", str), _field(req, "by", str, "a process"))
     elif cmd == "release":

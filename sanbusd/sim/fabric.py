@@ -56,7 +56,8 @@ class HostSpec:
     # ("ADDRESS:PORT") as initiator IQN `initiator`; "" portal = a host with local disks only.
     initiator: str = ""
     portal: str = ""
-    recovery_tmo: int = 120         # the session's recovery_tmo (iscsid's replacement_timeout)
+    recovery_tmo: float = 120.0     # s: the session's recovery_tmo (iscsid's replacement_timeout;
+                                    # sysfs shows whole seconds)
 
 
 @dataclass(slots=True)
@@ -283,7 +284,7 @@ def parse_fabric(data: dict) -> Fabric:
         if typ == "iscsi" and "portal" in h:
             spec.portal = _portal(h["portal"], where)
             spec.initiator = _iscsi_name(h, "initiator", where)
-            spec.recovery_tmo = _get(h, "recovery_tmo", int, where, 120)
+            spec.recovery_tmo = _get(h, "recovery_tmo", float, where, 120.0)
             if spec.recovery_tmo < 0:
                 raise FabricError(f"{where}: recovery_tmo must be 0 or more (seconds)")
         spec.max_lun = _get(h, "max_lun", int, where, 65535)

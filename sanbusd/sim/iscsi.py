@@ -77,7 +77,7 @@ class IscsiMixin(SanCore):
         rel = self.fs.class_dev(sdir, "iscsi_session", name, {
             "targetname": arr.iqn, "state": LOGGED_IN, "target_state": "SCANNED",
             "target_id": str(TARGET_ID), "tpgt": "1", "initiatorname": h.spec.initiator,
-            "ifacename": "default", "recovery_tmo": str(h.spec.recovery_tmo), "abort_tmo": "15",
+            "ifacename": "default", "recovery_tmo": str(int(h.spec.recovery_tmo)), "abort_tmo": "15",
             "lu_reset_tmo": "30", "tgt_reset_tmo": "30", "creator": "1", "fast_abort": "1"})
         events = [uevent("add", "iscsi_session", rel)]
         cdir = f"{sdir}/connection{h.session}:0"

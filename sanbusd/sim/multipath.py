@@ -65,6 +65,10 @@ BINDINGS_HEADER = """\
 #
 """
 _PCI_RE = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-9a-f]")
+# multipath-tools' built-in hardware table, the entries the simulated SAN's arrays meet (vendor:
+# what they set); LIO's ("LIO-ORG") is what the kernel lane's iSCSI maps showed: queueing
+# "12 chk", features "1 queue_if_no_path", failback "immediate".
+HWTABLE = {"LIO-ORG": {"no_path_retry": "12", "failback": "immediate"}}
 
 
 def friendly_name(index: int) -> str:
@@ -166,6 +170,9 @@ class MultipathMixin(SanCore):
                 return ""
             return spec.mpath_wwid or multipath_wwid(spec.wwid)
         h = self.hosts.get(hctl.host)
+        if h is not None and h.session:
+            _ai, spec = self._iscsi_lun_spec(h, hctl.lun)  # type: ignore[attr-defined]
+            return (spec.mpath_wwid or multipath_wwid(spec.wwid)) if spec is not None else ""
         disk = next((d for d in h.spec.disks if d.target == hctl.target and d.lun == hctl.lun),
                     None) if h is not None else None
         if disk is None:
@@ -619,8 +626,12 @@ class MultipathMixin(SanCore):
         if live is not None:
             live.dm_st = "active"
         vend, prod, rev = self._inquiry(sd_hctl.get(m.slaves[0]) if m.slaves else None)
-        return MapView(name=m.name, uuid=m.wwid, sysfs=m.dm, failback=conf.failback or "-",
-                       queueing=conf.queueing, features=conf.features, hwhandler="1 alua",
+        hw = HWTABLE.get(vend, {})
+        # multipath.conf's defaults win over the built-in hardware table (as in 0.9.4's merge)
+        mp = MpathConf(no_path_retry=conf.no_path_retry or hw.get("no_path_retry", ""))
+        return MapView(name=m.name, uuid=m.wwid, sysfs=m.dm,
+                       failback=conf.failback or hw.get("failback", "-"),
+                       queueing=mp.queueing, features=mp.features, hwhandler="1 alua",
                        action=m.action, path_faults=m.path_faults, vend=vend, prod=prod,
                        rev=rev, map_loads=m.map_loads, groups=groups)
 
@@ -641,6 +652,12 @@ class MultipathMixin(SanCore):
             p.target_wwpn = sysfs_wwn_text(rp.port.wwpn)
             pci = _PCI_RE.findall(h.devdir)
             p.host_adapter = pci[-1] if pci else "[undef]"
+        elif h is not None and h.session:
+            # iSCSI: the target's name and the portal's address ("[undef]" with the session gone)
+            ai, _spec = self._iscsi_lun_spec(h, hctl.lun)  # type: ignore[attr-defined]
+            p.target_wwnn = self.fabric.arrays[ai].iqn if ai is not None else "[undef]"
+            p.host_adapter = (h.spec.portal.rpartition(":")[0] if h.session_state == "LOGGED_IN"
+                              else "[undef]")
         return p
 
     def _inquiry(self, hctl: HCTL | None) -> tuple[str, str, str]:
@@ -651,6 +668,11 @@ class MultipathMixin(SanCore):
             a = self.fabric.arrays[rp.array]
             return a.vendor, a.model, a.rev
         h = self.hosts.get(hctl.host)
+        if h is not None and h.session:
+            ai, _spec = self._iscsi_lun_spec(h, hctl.lun)  # type: ignore[attr-defined]
+            if ai is not None:
+                a = self.fabric.arrays[ai]
+                return a.vendor, a.model, a.rev
         disk = next((d for d in h.spec.disks if (d.target, d.lun) == (hctl.target, hctl.lun)),
                     None) if h is not None else None
         return (disk.vendor, disk.model, disk.rev) if disk is not None else ("", "", "")

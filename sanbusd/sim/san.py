@@ -15,6 +15,7 @@ The parts, one module each, put together here:
     coldplug.py   the tree as after boot; SCSI hosts
     scsi.py       scans; LUNs and their block devices
     fc.py         fabric login, remote ports, NPIV vports
+    iscsi.py      iSCSI sessions logged in to an array's portals; a portal going silent
     admin.py      the SAN admin's changes
     multipath.py  dm-multipath maps over a LUN's paths, and multipathd's part in them
     multipathd.py multipathd's configuration, JSON and command socket
@@ -37,6 +38,7 @@ from .core import SanAdminError
 from .devices import SimHost
 from .fabric import load_fabric
 from .fc import FcMixin
+from .iscsi import IscsiMixin
 from .multipath import MultipathMixin
 from .scsi import MAX_CHANNEL, ScsiMixin
 
@@ -45,7 +47,7 @@ __all__ = ["SanAdminError", "SimulatedSan"]
 log = logging.getLogger(__name__)
 
 
-class SimulatedSan(ColdplugMixin, ScsiMixin, FcMixin, AdminMixin, MultipathMixin):
+class SimulatedSan(ColdplugMixin, ScsiMixin, FcMixin, IscsiMixin, AdminMixin, MultipathMixin):
     @classmethod
     def open(cls, fabric_file: str | os.PathLike, directory: str | os.PathLike,
              fresh: bool = False) -> "SimulatedSan":
@@ -87,6 +89,7 @@ class SimulatedSan(ColdplugMixin, ScsiMixin, FcMixin, AdminMixin, MultipathMixin
         self._mp_setup(fresh=False)     # multipathd reads its configuration and files
         # Work the kernel had under way when the last daemon stopped goes on.
         self._resume_fc()
+        self._resume_iscsi()
         self._resume_admin()
         return None
 

@@ -89,6 +89,8 @@ class ScsiMixin(SanCore):
                                   [lun] if lun in luns and h.wwpn in luns[lun].masked_to else [])
                         for n in wanted:
                             events += self._add_lun(h, 0, rp.target_id, n, rp)
+                elif spec.portal:
+                    events += self._iscsi_scan(h, t, lun)  # type: ignore[attr-defined]
                 else:
                     for disk in spec.disks:
                         if t in (None, disk.target) and lun in (None, disk.lun):
@@ -131,7 +133,8 @@ class ScsiMixin(SanCore):
         return None
 
     def _target_dir(self, h: SimHost, c: int, t: int, rport: SimRport | None) -> str:
-        parent = f"{h.devdir}/{rport.name}" if rport else h.devdir
+        parent = (f"{h.devdir}/{rport.name}" if rport else
+                  f"{h.devdir}/session{h.session}" if h.session else h.devdir)
         return f"{parent}/target{h.number}:{c}:{t}"
 
     def _alloc_block(self) -> str:
@@ -158,6 +161,11 @@ class ScsiMixin(SanCore):
         if rport is not None:
             arr = self.fabric.arrays[rport.array]
             spec: LunSpec = arr.luns[lun]
+            vendor, model, rev, size, wwid, typ = (arr.vendor, arr.model, arr.rev, spec.size,
+                                                   spec.wwid, 0)
+        elif h.session:                     # an iSCSI session: the array behind its portal
+            ai, spec = self._iscsi_lun_spec(h, lun)  # type: ignore[attr-defined]
+            arr = self.fabric.arrays[ai]
             vendor, model, rev, size, wwid, typ = (arr.vendor, arr.model, arr.rev, spec.size,
                                                    spec.wwid, 0)
         else:

@@ -61,12 +61,33 @@ def test_every_method_is_privileged_or_declared_read_only():
     assert seen == len(registrations)
 
 
+# The demo array's LUNs 0 and 2 (sysfs WWID naa.6001405…; multipath's is 3 + the digits). A map
+# for LUN 2 is made before the matrix runs (as the SAN admin would, `multipath WWID`), so that
+# Flush has something to flush.
+WWID_LUN0 = "naa.60014050000000000000000000000000"
+WWID_LUN2 = "naa.60014050000000000000000000000002"
+MAP_LUN2 = f"{ROOT}/multipath/3{WWID_LUN2[4:]}"
+
+
 # One harmless call per privileged method and per user (different LUNs for Delete).
 def privileged_calls(user):
     lun = {"root": "1_0_0_0", "sanalice": "1_0_0_1", "sanbob": "1_0_0_2"}[user]
     n = {"root": 1, "sanalice": 2, "sanbob": 3}[user]
     vhba = f"{ROOT}/vhbas/5001a4a0aa000001"          # the demo fabric's vHBA
+    # Allowed users ask for LUN 2's map, which exists (idempotent: nothing changes); the
+    # denied user asks for LUN 0's, which does not, so a map made anyway would show.
+    wwid = WWID_LUN0 if user == "sanbob" else WWID_LUN2
     return {
+        ("org.example.SanStorage.Manager", "CreateAllMultipathMaps"):
+            [MGR, "org.example.SanStorage.Manager", "CreateAllMultipathMaps", "a{sv}",
+             [{"wwids": v("as", [wwid])}]],
+        # find_multipaths as multipath.conf already has it: written, but changes nothing
+        ("org.example.SanStorage.Manager", "SetMultipathConfig"):
+            [MGR, "org.example.SanStorage.Manager", "SetMultipathConfig", "a{sv}a{sv}",
+             [{"find_multipaths": v("s", "strict")}, {}]],
+        # last of the multipath calls: the map is flushed after CreateAll found it
+        ("org.example.SanStorage.MultipathMap", "Flush"):
+            [MAP_LUN2, "org.example.SanStorage.MultipathMap", "Flush", "a{sv}", [{}]],
         ("org.example.SanStorage.Manager", "CreateVhba"):
             [MGR, "org.example.SanStorage.Manager", "CreateVhba", "a{sv}",
              [{"wwpn": v("s", f"5001a4a00000091{n}"), "wait_luns": v("b", False)}]],
@@ -99,8 +120,27 @@ def test_the_matrix_covers_every_privileged_method():
     assert privileged == set(privileged_calls("root")) | JOB_METHODS
 
 
+def map_objects(d):
+    out = busctl(d, "--json=short", "call", "org.example.SanStorage", ROOT,
+                 "org.freedesktop.DBus.ObjectManager", "GetManagedObjects").stdout
+    return sorted(p for p in json.loads(out)["data"][0] if "/multipath/" in p)
+
+
+def sim_maps(d):
+    return sorted((m["dm"], m["name"], m["wwid"]) for m in d.sim({"command": "status"})["maps"])
+
+
 @pytest.mark.parametrize("user", ["sanbob", "sanalice", "root"])
 def test_matrix(daemon, user):
+    lun2 = busctl(daemon, "get-property", "org.example.SanStorage", f"{ROOT}/luns/1_0_0_2",
+                  "org.example.SanStorage.Lun", "WWID").stdout.split()[1].strip('"')
+    assert lun2 == WWID_LUN2, "the demo fabric's WWIDs changed: update WWID_LUN0/WWID_LUN2"
+    run(sys.executable, "-m", "sanbusd.cli.sim", "--dir", str(daemon.sim_dir), "mpath-create",
+        "--wwid", WWID_LUN2)
+    wait_until(lambda: map_objects(daemon) == [MAP_LUN2], what="LUN 2's map on the bus")
+    dropin = daemon.sim_dir / "etc" / "multipath" / "conf.d" / "sanbusd.conf"
+    assert not dropin.exists()
+    maps_before = sim_maps(daemon)
     before = len(daemon.writes())
     calls = privileged_calls(user)
     results = calls_as(daemon, user, list(calls.values()))
@@ -114,6 +154,14 @@ def test_matrix(daemon, user):
     if EXPECTED[user] is not None:
         assert len(daemon.writes()) == before            # denied calls wrote nothing
         busctl(daemon, "introspect", "org.example.SanStorage", f"{ROOT}/luns/1_0_0_2")
+        assert not dropin.exists(), "a denied SetMultipathConfig wrote the drop-in"
+        assert sim_maps(daemon) == maps_before, "a denied call made or flushed a map"
+        assert map_objects(daemon) == [MAP_LUN2]
+    else:
+        # allowed: the drop-in says what was set, LUN 2's map is flushed, no other map made
+        assert "find_multipaths strict" in dropin.read_text()
+        assert sim_maps(daemon) == []
+        wait_until(lambda: map_objects(daemon) == [], what="the flushed map leaving the bus")
     # reads need no authorization
     objs = calls_as(daemon, user, [[ROOT, "org.freedesktop.DBus.ObjectManager",
                                     "GetManagedObjects", "", []]])

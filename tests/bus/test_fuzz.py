@@ -1,10 +1,12 @@
 """Fuzzing the boundary: thousands of malformed calls over every method.
 
 Every call is invalid by construction (wrong signature, wrong variant type, unknown option key,
-out-of-range or huge values, hostile strings, objects/members/interfaces that do not exist, paths
-that only look like a real object's: host01, host1_2, luns/1_0_0_00, jobs/01, LUNS/...), so the
-simulated SAN must record no write at all; every answer must be a declared error; the daemon must
-stay up and answer. Valid privileged calls are also sent as an unauthorized user: denied, nothing
+out-of-range or huge values, hostile strings, malformed or unknown WWIDs, invalid multipath
+settings, objects/members/interfaces that do not exist, paths that only look like a real object's:
+host01, host1_2, luns/1_0_0_00, jobs/01, LUNS/..., multipath/mpathb...), so nothing may change:
+the simulated SAN records no sysfs write, no multipath map is made or flushed, and sanbusd's
+multipath drop-in is not written; every answer must be a declared error; the daemon must stay up
+and answer. Valid privileged calls are also sent as an unauthorized user: denied, nothing
 written. Each run draws a new seed, printed (and in every failure message); replay a run with
 SANBUSD_FUZZ_SEED=N (the calls depend on the seed alone: tested below).
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 from dbus_fast import Message, MessageType, Variant
 from sanbusd.client import connect
 
-from sanbus_testing import ROOT, run
+from sanbus_testing import ROOT, run, wait_until
 
 from sanbusd.errors import ALL_ERRORS, ERROR_PREFIX
 from sanbusd.bus.contract import load_api
@@ -33,14 +35,18 @@ DECLARED = {ERROR_PREFIX + e.name for e in ALL_ERRORS} | {
     f"org.freedesktop.DBus.Error.{n}" for n in (
         "InvalidArgs", "UnknownMethod", "UnknownObject", "UnknownInterface", "UnknownProperty",
         "PropertyReadOnly")}
+# The demo array's LUN 1 (two paths): the fuzzed daemon has a map for it, made by the SAN admin
+# before fuzzing (as `multipath WWID` would), so MultipathMap.Flush has a real target.
+LUN1_WWID = "naa.60014050000000000000000000000001"
+MAP = f"{ROOT}/multipath/3{LUN1_WWID[4:]}"
 OBJECTS = [f"{ROOT}/Manager", f"{ROOT}/hosts/host1", f"{ROOT}/hosts/host3",
-           f"{ROOT}/luns/1_0_0_0", f"{ROOT}/luns/2_0_0_2", f"{ROOT}/jobs/1"]
+           f"{ROOT}/luns/1_0_0_0", f"{ROOT}/luns/2_0_0_2", f"{ROOT}/jobs/1", MAP]
 HOSTILE = ["../../../../etc/passwd", "/dev/../../etc/shadow", "- - -", "0 0 0", "\x01\x02\x1b[31m",
            "x" * 100_000, "é\u202e\u0000".replace("\u0000", ""), "host1; rm -rf /", "$(reboot)",
            "", " ", "\n", "2000000000000011:2000000000000012", "0x" + "f" * 40, "-1", "1e9"]
-OPTION_TYPES = {"luns": "at", "hosts": "ao", "channel": "u", "target": "u", "timeout": "u",
-                "force": "b", "auth.no_user_interaction": "b"}
 WRONG_VALUES = {"at": [("as", ["27"]), ("u", 27), ("ai", [27]), ("s", "27,28")],
+                "as": [("s", LUN1_WWID), ("ao", [f"{ROOT}/luns/1_0_0_1"]), ("ay", b"3600"),
+                       ("at", [1])],
                 "ao": [("as", ["host1"]), ("o", f"{ROOT}/hosts/host1"), ("s", "host1")],
                 "u": [("s", "5"), ("i", -1), ("t", 5), ("d", 1.5), ("b", True)],
                 "b": [("s", "true"), ("u", 1), ("i", 1)],
@@ -57,6 +63,46 @@ def junk_string(rng: random.Random) -> str:
                                    rng.randrange(0x80, 0x2FFF)])) for _ in range(n))
 
 
+def bad_wwid(rng: random.Random) -> str:
+    """A WWID in neither form sanbusd takes (naa.<hex>, eui.<hex>, t10.<text>, or multipath's one
+    word of letters, digits and _.:-, up to 128 characters)."""
+    if rng.random() < 0.3:
+        # a character no WWID has, between two that a WWID may have (strip() would take a
+        # blank away at either end)
+        return ("x" + junk_string(rng)[:60] + rng.choice([" ", "\t", '"', "'", "\n", "*", "/"])
+                + "x")
+    return rng.choice(["", " ", "naa.", "naa.6001405g", "naa.6001405 0", "eui.xyz", "3600 1",
+                       '36001"', "3" * 129, "-36001405", ".36001405", "36001405$", "naa.6001*",
+                       "^36001405$", "3600140[0-9]", "t10.", "../etc", "36001405\x01"])
+
+
+# WWIDs well formed but of no LUN here (CreateAllMultipathMaps: NotFound).
+UNKNOWN_WWIDS = ["naa.600140500000000000000000000000ff", "36001405ffffffffffffffffffffffff0",
+                 "eui.0011223344556677", "1Linux_scsi_debug_nowhere"]
+
+
+def bad_config(rng: random.Random) -> dict:
+    """SetMultipathConfig settings that must be refused (InvalidArgs or InvalidArgument)."""
+    wwid = rng.choice([LUN1_WWID, "3" + LUN1_WWID[4:]])
+    other = "3" + LUN1_WWID[4:] if wwid == LUN1_WWID else LUN1_WWID     # the same, other form
+    return rng.choice([
+        {"find_multipaths": Variant("s", rng.choice(["bogus", "stricter", "yes no", "NOPE",
+                                                      junk_string(rng)[:50] + "!"]))},
+        {"include_wwids": Variant("as", [bad_wwid(rng)])},
+        {"exclude_wwids": Variant("as", [wwid, bad_wwid(rng)])},
+        {"exclude_wwids": Variant("as", [wwid, other])},                # duplicate
+        {"include_wwids": Variant("as", [wwid, wwid])},
+        {"include_wwids": Variant("as", [wwid]), "exclude_wwids": Variant("as", [other])},
+        {"include_wwids": Variant("as", [f"36001405{n:025x}" for n in range(4097)])},
+        {"user_friendly_names": Variant(*rng.choice([("s", "no"), ("u", 0), ("i", 1)]))},
+        {"find_multipaths": Variant(*rng.choice([("b", False), ("as", ["strict"])]))},
+        {"include_wwids": Variant(*rng.choice([("s", wwid), ("ao", [MAP])]))},
+        {rng.choice(["friendly_names", "UserFriendlyNames", "blacklist", "",
+                     junk_string(rng)[:200] or "k"]): Variant("b", False)},
+        {"user_friendly_names": Variant("b", False), "polling_interval": Variant("u", 5)},
+        {}])
+
+
 def junk_path(rng: random.Random) -> str:
     elems = ["".join(rng.choice("abcXYZ019_") for _ in range(rng.randrange(1, 12)))
              for _ in range(rng.randrange(1, 5))]
@@ -64,9 +110,9 @@ def junk_path(rng: random.Random) -> str:
 
 
 def near_miss(rng: random.Random, kind: str) -> str:
-    """A path one edit away from a real object's (the demo's host1, LUN 1:0:0:0, a job), which
-    strict parsing must not take for it: leading zeros, an extra _N, wrong case, a missing or
-    extra element."""
+    """A path one edit away from a real object's (the demo's host1, LUN 1:0:0:0, a job, LUN 1's
+    multipath map), which strict parsing must not take for it: leading zeros, an extra _N, wrong
+    case, a missing or extra element, a map's name or dm-N instead of its WWID."""
     if kind == "host":
         elem = rng.choice(["host01", "host001", "host1_2", "host0_2", "host1_0", "Host1",
                            "HOST1", "host", "host_1", "host1a", "hosts1"])
@@ -75,6 +121,11 @@ def near_miss(rng: random.Random, kind: str) -> str:
         elem = rng.choice(["1_0_0_00", "01_0_0_0", "1_00_0_0", "1_0_00_0", "1_0_0_0_0",
                            "1_0_0", "1_0_0_0_", "_1_0_0_0", "1__0_0_0", "2_0_0_02"])
         coll = rng.choice(["luns"] * 4 + ["Luns", "LUNS", "lun"])
+    elif kind == "map":
+        w = MAP.rsplit("/", 1)[1]                    # 360014050000000000000000000000001
+        elem = rng.choice([w + "1", "0" + w, w[:-1], w + "_", w[:-1] + "0", "_" + w, w + "_0",
+                           "mpathb", "MPATHB", "dm_2d1", "dm1", "naa_2e6" + w[2:], "3", "_33"])
+        coll = rng.choice(["multipath"] * 4 + ["Multipath", "multipaths", "mpath"])
     elif kind == "vhba":
         elem = rng.choice(["5001A4A0AA000001", "05001a4a0aa000001", "0x5001a4a0aa000001",
                            "5001a4a0aa00000", "5001a4a0aa000001_", "5001a4a0aa0000011"])
@@ -99,7 +150,8 @@ def fuzz_targets() -> list:
              "org.example.SanStorage.Lun": f"{ROOT}/luns/1_0_0_0",
              "org.example.SanStorage.Job": f"{ROOT}/jobs/1",
              "org.example.SanStorage.FcHost": f"{ROOT}/hosts/host1",
-             "org.example.SanStorage.Vhba": f"{ROOT}/vhbas/5001a4a0aa000001"}
+             "org.example.SanStorage.Vhba": f"{ROOT}/vhbas/5001a4a0aa000001",
+             "org.example.SanStorage.MultipathMap": MAP}
     return [(i, m, paths[i]) for i, m in methods()]
 
 
@@ -151,6 +203,20 @@ def invalid_call(rng: random.Random, targets: list) -> tuple[str, Message]:
             if key in opts:
                 choices += [{key: Variant("s", junk_string(rng)[:40] or "x")},
                             {key: Variant("s", "0x" + "f" * rng.choice([15, 17]))}]
+        if "wwids" in opts:
+            choices += [{"wwids": Variant("as", [bad_wwid(rng)])},
+                        {"wwids": Variant("as", [LUN1_WWID, bad_wwid(rng)])},
+                        {"wwids": Variant("as", [])},
+                        {"wwids": Variant("as", [rng.choice(UNKNOWN_WWIDS)])},
+                        {"wwids": Variant("as", [LUN1_WWID, rng.choice(UNKNOWN_WWIDS)])},
+                        {"wwids": Variant("as", [LUN1_WWID]), "all_eligible": Variant("b", True)},
+                        {"timeout": Variant("u", rng.choice([0, 601])),
+                         "all_eligible": Variant("b", rng.random() < 0.5)}]
+        if m.name == "SetMultipathConfig":
+            return kind, Message(destination="org.example.SanStorage", path=path,
+                                 interface=iface, member=m.name, signature=sig,
+                                 body=[bad_config(rng), rng.choice([{}, {
+                                     "auth.no_user_interaction": Variant("b", True)}])])
         if "wait" in opts:
             choices += [{"wait": Variant("u", rng.choice([0, 601, 2**32 - 1]))}]
         if "parent" in opts:
@@ -179,6 +245,7 @@ def invalid_call(rng: random.Random, targets: list) -> tuple[str, Message]:
         path = near_miss(rng, {"org.example.SanStorage.ScsiHost": "host",
                                "org.example.SanStorage.FcHost": "host",
                                "org.example.SanStorage.Vhba": "vhba",
+                               "org.example.SanStorage.MultipathMap": "map",
                                "org.example.SanStorage.Lun": "lun"}.get(iface, "job"))
         body = [True, {}] if sig == "ba{sv}" else [{}]
     elif kind == "member":
@@ -217,15 +284,44 @@ def invalid_call(rng: random.Random, targets: list) -> tuple[str, Message]:
         return kind, Message(destination="org.example.SanStorage", path=rng.choice(OBJECTS),
                              interface="org.freedesktop.DBus.Properties", member=member,
                              signature=psig, body=pbody)
-    if sig == m.in_signature and sig == "a{sv}a{sv}":        # ResolveDevice: options last
-        body = [{"hctl": Variant("s", "1:0:0:0")}, *body]
+    if sig == m.in_signature and sig == "a{sv}a{sv}":        # options last
+        # ResolveDevice: a valid device spec; SetMultipathConfig: valid settings (only the
+        # options are wrong, and they must be refused before anything is written)
+        first = ({"user_friendly_names": Variant("b", False)} if m.name == "SetMultipathConfig"
+                 else {"hctl": Variant("s", "1:0:0:0")})
+        body = [first, *body]
     if sig == m.in_signature and sig == "ba{sv}" and len(body) == 1:   # SetPersistent
         body = [rng.random() < 0.5, *body]
     return kind, Message(destination="org.example.SanStorage", path=path, interface=iface,
                          member=m.name, signature=sig, body=body)
 
 
+def dropin(d) -> Path:
+    return d.sim_dir / "etc" / "multipath" / "conf.d" / "sanbusd.conf"
+
+
+def multipath_state(d) -> tuple:
+    """The maps as the simulated device-mapper has them (a map made, flushed or reloaded
+    shows), and the map objects on the bus."""
+    maps = sorted((m["dm"], m["name"], m["wwid"], tuple(m["slaves"]), m["map_loads"])
+                  for m in d.sim({"command": "status"})["maps"])
+    out = run("busctl", f"--address={d.bus.address}", "--json=short", "call",
+              "org.example.SanStorage", ROOT, "org.freedesktop.DBus.ObjectManager",
+              "GetManagedObjects", env=d.env).stdout
+    return maps, sorted(p for p in json.loads(out)["data"][0] if "/multipath/" in p)
+
+
+def make_lun1_map(d) -> tuple:
+    run(sys.executable, "-m", "sanbusd.cli.sim", "--dir", str(d.sim_dir), "mpath-create",
+        "--wwid", LUN1_WWID)
+    state = wait_until(lambda: (s := multipath_state(d))[1] == [MAP] and s,
+                       what="LUN 1's map on the bus")
+    assert not dropin(d).exists()
+    return state
+
+
 def test_fuzz_malformed_calls_get_declared_errors_and_write_nothing(daemon):
+    mp_before = make_lun1_map(daemon)
     seed = int(os.environ.get("SANBUSD_FUZZ_SEED", random.randrange(2**32)))
     rng = random.Random(seed)
     print(f"fuzz seed {seed} (replay: SANBUSD_FUZZ_SEED={seed})")
@@ -276,6 +372,8 @@ def test_fuzz_malformed_calls_get_declared_errors_and_write_nothing(daemon):
     assert not failures, f"seed {seed}: {len(failures)} bad answers, first: {failures[:3]}"
     assert ping.message_type == MessageType.METHOD_RETURN
     assert daemon.writes() == [], f"seed {seed}: malformed input reached the simulated sysfs"
+    assert not dropin(daemon).exists(), f"seed {seed}: malformed input wrote the drop-in"
+    assert multipath_state(daemon) == mp_before, f"seed {seed}: a map was made or flushed"
     every_method = {f"{i}.{m.name}" for i, m in methods()}
     assert every_method <= covered, f"seed {seed}: {every_method - covered} not called"
     assert kinds.get("near-miss", 0) >= CALLS // 20, f"seed {seed}: {kinds}"
@@ -284,6 +382,7 @@ def test_fuzz_malformed_calls_get_declared_errors_and_write_nothing(daemon):
 
 
 def test_valid_privileged_calls_from_an_unauthorized_user_write_nothing(daemon):
+    mp_before = make_lun1_map(daemon)
     rng = random.Random(1)
     calls = []
     for _ in range(300):
@@ -300,13 +399,21 @@ def test_valid_privileged_calls_from_an_unauthorized_user_write_nothing(daemon):
             [f"{ROOT}/vhbas/5001a4a0aa000001", "org.example.SanStorage.Vhba", "Delete",
              "a{sv}", [{"force": {"$v": ["b", True]}}]],
             [f"{ROOT}/vhbas/5001a4a0aa000001", "org.example.SanStorage.Vhba", "SetPersistent",
-             "ba{sv}", [True, {}]]]))
+             "ba{sv}", [True, {}]],
+            [f"{ROOT}/Manager", "org.example.SanStorage.Manager", "CreateAllMultipathMaps",
+             "a{sv}", [rng.choice([{}, {"all_eligible": {"$v": ["b", True]}}])]],
+            [f"{ROOT}/Manager", "org.example.SanStorage.Manager", "SetMultipathConfig",
+             "a{sv}a{sv}", [{"user_friendly_names": {"$v": ["b", False]}}, {}]],
+            [MAP, "org.example.SanStorage.MultipathMap", "Flush", "a{sv}",
+             [rng.choice([{}, {"remove_paths": {"$v": ["b", True]}}])]]]))
     r = run(sys.executable, str(HERE / "client_calls.py"), daemon.bus.address,
             json.dumps(calls), "32", user="sanbob", env=daemon.env)
     results = json.loads(r.stdout)
     assert {res["error"] for res in results} == {
         "org.example.SanStorage.Error.NotAuthorizedCanObtain"}
     assert daemon.writes() == []
+    assert not dropin(daemon).exists()
+    assert multipath_state(daemon) == mp_before
 
 
 def calls_digest(seed: int, n: int) -> str:

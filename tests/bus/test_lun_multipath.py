@@ -53,7 +53,10 @@ def test_a_path_of_a_map_is_busy_unless_forced(daemon):
                what="the path's MultipathMap")
     assert prop(daemon, P2, LUN_I, "MultipathMap") == mpath
     assert prop(daemon, f"{ROOT}/luns/1_0_0_0", LUN_I, "MultipathMap") == "/"
-    assert prop(daemon, mpath, MAP_I, "Paths") == [P1, P2]
+    paths = prop(daemon, mpath, MAP_I, "Paths")                 # aa{sv}: one dict per path
+    assert [p["Lun"].value for p in paths] == [P1, P2]
+    assert [p["Up"].value for p in paths] == [True, True]
+    assert prop(daemon, mpath, MAP_I, "Health") == "healthy"
     assert prop(daemon, mpath, MAP_I, "Name") == "mpatha"
     assert prop(daemon, mpath, MAP_I, "WWID") == "3" + wwid[4:]
     assert prop(daemon, mpath, MAP_I, "Size") == 200 << 30
@@ -70,8 +73,8 @@ def test_a_path_of_a_map_is_busy_unless_forced(daemon):
     assert [(w["path"], w["data"], w["result"]) for w in daemon.writes()[len(before):]] == [
         ("class/scsi_device/1:0:0:1/device/delete", "1", "ok")]
     assert P1 not in busctl(daemon, "tree", "org.example.SanStorage").stdout
-    wait_until(lambda: prop(daemon, mpath, MAP_I, "Paths") == [P2], timeout=10,
-               what="the map losing its deleted path")
+    wait_until(lambda: [p["Lun"].value for p in prop(daemon, mpath, MAP_I, "Paths")] == [P2],
+               timeout=10, what="the map losing its deleted path")
     assert prop(daemon, P2, LUN_I, "MultipathMap") == mpath
 
 

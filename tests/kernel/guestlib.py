@@ -149,6 +149,7 @@ class ScsiDevice:
     size_bytes: int | None
     type: int | None = None  # SCSI peripheral device type (0 disk)
     rport: str | None = None  # "rport-H:C-N" the device hangs under (FC only)
+    holders: list[str] | None = None  # what holds its block device (a multipath map's dm-N)
 
 
 def scsi_hosts(proc_name: str | None = None) -> list[int]:
@@ -194,6 +195,8 @@ def scsi_device_info(hctl: str) -> ScsiDevice:
         size_bytes=int(sectors) * 512 if sectors else None,  # /sys/block/*/size is in 512-byte units
         type=int(peripheral_type) if peripheral_type is not None else None,
         rport=rports[-1] if rports else None,
+        holders=sorted(os.listdir(f"/sys/block/{block}/holders"))
+        if block and os.path.isdir(f"/sys/block/{block}/holders") else [],
     )
 
 
@@ -697,14 +700,22 @@ ISCSI_FAST_NODE = {
 
 
 def iscsi_login(target: IscsiLio, *, node_settings: dict[str, str] | None = None,
-                timeout: float = 60) -> list[int]:
+                timeout: float = 60, one_by_one: bool = False) -> list[int]:
     """Discovery through the first portal (sendtargets answers every portal), the node
     settings, login to every portal; returns the sessions' SCSI hosts once each has every mapped
     LUN attached (one session = one iscsi_tcp host)."""
     run(["iscsiadm", "-m", "discovery", "-t", "st", "-p", target.portals[0]], timeout=timeout)
     for name, value in (ISCSI_FAST_NODE if node_settings is None else node_settings).items():
         run(["iscsiadm", "-m", "node", "-T", target.target_iqn, "-o", "update", "-n", name, "-v", value])
-    run(["iscsiadm", "-m", "node", "-T", target.target_iqn, "-l"], timeout=timeout)
+    if one_by_one:  # portal by portal, in order: the first portal's session gets the lower host number
+        for address in target.portals:
+            run(["iscsiadm", "-m", "node", "-T", target.target_iqn, "-p", f"{address}:3260", "-l"],
+                timeout=timeout)
+            wait_for(lambda a=address: any(v["address"] == a and v["host"] is not None
+                                           for v in iscsi_sessions().values()),
+                     timeout=timeout, what=f"the iSCSI session through {address}")
+    else:
+        run(["iscsiadm", "-m", "node", "-T", target.target_iqn, "-l"], timeout=timeout)
     sessions = wait_for(lambda: (s := iscsi_sessions()) and len(s) == len(target.portals)
                         and all(v["host"] is not None for v in s.values()) and s,
                         timeout=timeout, what=f"{len(target.portals)} iSCSI sessions")
@@ -730,6 +741,8 @@ def iscsi_sessions() -> dict[str, dict[str, Any]]:
             "address": read_attr(conn / "persistent_address"),
             "port": read_attr(conn / "persistent_port"),
             "conn_state": read_attr(conn / "state"),
+            "tpgt": read_attr(entry / "tpgt"),
+            "initiatorname": read_attr(entry / "initiatorname"),
         }
     return out
 
@@ -891,6 +904,28 @@ class Multipathd:
             return None
 
 
+# The kernel lane's multipathd (group mpath): maps only when sanbusd asks (strict, empty wwids),
+# quick path checks (polling_interval 1: a path offline is failed in ~0.4 s, not ~9 s).
+LAB_MULTIPATH_CONF = """\
+defaults {
+    user_friendly_names yes
+    find_multipaths strict
+    polling_interval 1
+}
+"""
+_MULTIPATHD: Multipathd | None = None
+
+
+def shared_multipathd(conf: str = LAB_MULTIPATH_CONF, timeout: float = 60) -> Multipathd:
+    """multipathd for the boot, started once (udev settled first: it reads its paths from udev's
+    database); a second caller gets the same one."""
+    global _MULTIPATHD
+    if _MULTIPATHD is None:
+        settle(timeout=120)
+        _MULTIPATHD = Multipathd(conf).start(timeout)
+    return _MULTIPATHD
+
+
 def write_dropin(name: str, text: str) -> Path:
     """/etc/multipath/conf.d/NAME (the guest's overlay), written atomically."""
     path = MULTIPATH_DIR / "conf.d" / name
@@ -970,6 +1005,9 @@ def sysfs_snapshot() -> dict[str, Any]:
         "rports": rports,
         "vports": fc_vports(),
         "luns": {hctl: asdict(scsi_device_info(hctl)) for hctl in scsi_devices()},
+        # device-mapper multipath maps (dm/uuid "mpath-<WWID>") and iSCSI sessions
+        "maps": {dm: d for dm, d in dm_devices().items() if (d["uuid"] or "").startswith("mpath-")},
+        "sessions": iscsi_sessions(),
     }
 
 

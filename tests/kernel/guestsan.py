@@ -382,7 +382,8 @@ class UdevLog:
     tests can show that each object came or went after udev announced its device.
     """
 
-    SUBSYSTEMS = ("scsi", "scsi_host", "scsi_device", "block", "fc_host", "fc_remote_ports", "fc_vports")
+    SUBSYSTEMS = ("scsi", "scsi_host", "scsi_device", "block", "fc_host", "fc_remote_ports", "fc_vports",
+                  "iscsi_host", "iscsi_session", "iscsi_connection")
 
     def __init__(self, out_dir: Path = g.OUT_DIR) -> None:
         self.path = out_dir / "udev-monitor.txt"

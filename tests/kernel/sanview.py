@@ -14,6 +14,7 @@ from typing import Any
 ROOT = "/org/example/SanStorage"
 IFACE = "org.example.SanStorage."
 HOST_I, FC_I, LUN_I, MANAGER_I, VHBA_I = (IFACE + n for n in ("ScsiHost", "FcHost", "Lun", "Manager", "Vhba"))
+MAP_I, SESSION_I = IFACE + "MultipathMap", IFACE + "IscsiSession"
 NO_OBJECT = "/"
 
 Tree = dict[str, dict[str, dict[str, Any]]]
@@ -30,6 +31,20 @@ def lun_path(hctl: str) -> str:
 def vhba_path(wwpn: str) -> str:
     """A vHBA's object: its WWPN as the API spells it (16 lower-case hex digits)."""
     return f"{ROOT}/vhbas/{wwn(wwpn)}"
+
+
+_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+
+
+def map_path(wwid: str) -> str:
+    """A multipath map's object: its WWID (multipath's, udev's ID_SERIAL) as one path element,
+    [A-Za-z0-9] kept and every other byte _XX (as udisks escapes)."""
+    element = "".join(chr(b) if chr(b) in _SAFE else f"_{b:02x}" for b in wwid.encode()) or "_"
+    return f"{ROOT}/multipath/{element}"
+
+
+def session_path(name: str) -> str:
+    return f"{ROOT}/iscsi/{name}"
 
 
 def hctl_key(hctl: str) -> tuple[int, ...]:
@@ -119,6 +134,30 @@ def expected_from_sysfs(sysfs: dict) -> Tree:
             else NO_OBJECT,
             "State": v["vport_state"] or "", "LastState": v["vport_last_state"] or "",
         }}
+    maps = sysfs.get("maps", {})
+    block_lun = {d["block"]: hctl for hctl, d in sysfs["luns"].items() if d["block"]}
+    for dm, m in maps.items():
+        wwid = m["uuid"].removeprefix("mpath-")
+        tree[map_path(wwid)] = {MAP_I: {
+            "Name": m["name"] or "", "WWID": wwid, "DmDevice": f"/dev/{dm}", "Size": m["size_bytes"] or 0,
+            "TotalPaths": len(m["slaves"]),
+            # multipathd's verdicts (DmState, CheckerState, Up, Health) are not in sysfs
+            "Paths": map_paths_projection([
+                {"Device": sd, "Lun": lun_path(block_lun[sd]) if sd in block_lun else NO_OBJECT,
+                 "DeviceState": (sysfs["luns"][block_lun[sd]]["state"] or "unknown") if sd in block_lun
+                 else "unknown"} for sd in m["slaves"]]),
+        }}
+    for name, s in sysfs.get("sessions", {}).items():
+        host = s["host"]
+        address = s["address"] if s["address"] not in (None, "(null)") else ""
+        tree[session_path(name)] = {SESSION_I: {
+            "Name": name, "Host": host_path(f"host{host}") if host is not None and f"host{host}" in sysfs["hosts"]
+            else NO_OBJECT,
+            "TargetName": s["targetname"] or "", "State": s["state"] or "", "Tpgt": int(s.get("tpgt") or 0),
+            "InitiatorName": s.get("initiatorname") if s.get("initiatorname") not in (None, "(null)") else "",
+            "Portal": f"{address}:{s['port']}" if address else "",
+            "RecoveryTimeout": int(s["recovery_tmo"] or 0),
+        }}
     for hctl, d in sysfs["luns"].items():
         rport = sysfs["rports"].get(d["rport"] or "")
         tree[lun_path(hctl)] = {LUN_I: {
@@ -130,9 +169,17 @@ def expected_from_sysfs(sysfs: dict) -> Tree:
             "BlockDevice": f"/dev/{d['block']}" if d["block"] else "",
             "State": d["state"] or "",
             "TargetPortName": wwn(rport["port_name"]) if rport else "",
-            "MultipathMap": NO_OBJECT,
+            "MultipathMap": next((map_path(maps[h]["uuid"].removeprefix("mpath-"))
+                                  for h in d.get("holders") or [] if h in maps), NO_OBJECT),
         }}
     return tree
+
+
+def map_paths_projection(paths: list[dict]) -> list[dict]:
+    """A map's Paths as far as sysfs tells them (device, its LUN, the kernel's device state),
+    ordered by device."""
+    return sorted(({k: p.get(k) for k in ("Device", "Lun", "DeviceState")} for p in paths),
+                  key=lambda p: p["Device"])
 
 
 def _vhba_of_host(vports: dict, vport: str | None) -> str:
@@ -154,7 +201,8 @@ def sysfs_differences(objects: Tree, sysfs: dict) -> list[str]:
     """Where the published hosts, LUNs and vHBAs differ from sysfs; [] when they match exactly."""
     expected = expected_from_sysfs(sysfs)
     published = {p: o for p, o in objects.items()
-                 if p.startswith((f"{ROOT}/hosts/", f"{ROOT}/luns/", f"{ROOT}/vhbas/"))}
+                 if p.startswith((f"{ROOT}/hosts/", f"{ROOT}/luns/", f"{ROOT}/vhbas/", f"{ROOT}/multipath/",
+                                  f"{ROOT}/iscsi/"))}
     diffs = [f"missing object {p}" for p in sorted(expected.keys() - published.keys())]
     diffs += [f"object not in sysfs {p}" for p in sorted(published.keys() - expected.keys())]
     for path in sorted(expected.keys() & published.keys()):
@@ -163,8 +211,11 @@ def sysfs_differences(objects: Tree, sysfs: dict) -> list[str]:
             diffs.append(f"{path}: interfaces {sorted(got)}, sysfs says {sorted(want)}")
         for iface in want.keys() & got.keys():
             for prop, value in want[iface].items():
-                if got[iface].get(prop) != value:
-                    diffs.append(f"{path} {iface.removeprefix(IFACE)}.{prop} = {got[iface].get(prop)!r}, "
+                have = got[iface].get(prop)
+                if iface == MAP_I and prop == "Paths":
+                    have = map_paths_projection(have or [])
+                if have != value:
+                    diffs.append(f"{path} {iface.removeprefix(IFACE)}.{prop} = {have!r}, "
                                  f"sysfs says {value!r}")
     return diffs
 
@@ -226,7 +277,14 @@ def normalize(tree: Tree, hosts: list[int]) -> Tree:
       one up too, so they count the boot's history; the simulated SAN of a fabric file numbers
       its vports from 0. The vports of a parent are renumbered in order (and H as host numbers).
 
-    A Vhba object is kept when its Parent is one of ``hosts``.
+    * multipath map names (mpatha, …) and dm minors: the bindings file and device-mapper count
+      the boot's history (the maps of scenarios before, the order maps were made in); a friendly
+      Name becomes "mpathX" (a WWID as name stays), DmDevice "/dev/dm-N", its paths' Device "sdX"
+      (probe order), and its Paths are ordered by their (renamed) LUN.
+    * iSCSI session numbers count the boot's logins: sessionN becomes "session#<rank>".
+
+    A Vhba object is kept when its Parent is one of ``hosts``; a MultipathMap when one of its paths
+    is a LUN of ``hosts``; an IscsiSession when its Host is one of them.
     """
     rank = {n: i for i, n in enumerate(sorted(hosts))}
     vport_numbers: dict[int, list[int]] = {}
@@ -252,7 +310,26 @@ def normalize(tree: Tree, hosts: list[int]) -> Tree:
     def lun_ref(path: str) -> str:
         return lun_path(hctl_of(path.rsplit("/", 1)[1].replace("_", ":")))
 
+    def in_scope(ref: str) -> bool:
+        return ref.startswith(f"{ROOT}/luns/") and int(ref.rsplit("/", 1)[1].split("_")[0]) in rank
+
+    maps = {p: o[MAP_I] for p, o in tree.items()
+            if MAP_I in o and any(in_scope(x["Lun"]) for x in o[MAP_I]["Paths"])}
+    sessions = {p: o[SESSION_I] for p, o in tree.items()
+                if SESSION_I in o and o[SESSION_I]["Host"] != NO_OBJECT
+                and int(o[SESSION_I]["Host"].rsplit("host", 1)[1]) in rank}
+    session_rank = {name: i for i, name in enumerate(sorted((s["Name"] for s in sessions.values()),
+                                                            key=lambda n: (len(n), n)))}
+
     out: Tree = {}
+    for path, m in maps.items():
+        out[path] = {MAP_I: {
+            **m, "Name": re.sub(r"^mpath[a-z]+$", "mpathX", m["Name"]), "DmDevice": "/dev/dm-N",
+            "Paths": sorted(({**x, "Lun": lun_ref(x["Lun"]) if in_scope(x["Lun"]) else x["Lun"], "Device": "sdX"}
+                             for x in m["Paths"]), key=lambda x: x["Lun"])}}
+    for path, sess in sessions.items():
+        name = f"session#{session_rank[sess['Name']]}"
+        out[session_path(name)] = {SESSION_I: {**sess, "Name": name, "Host": host_ref(sess["Host"])}}
     for path, ifaces in tree.items():
         if path.startswith(f"{ROOT}/hosts/host"):
             n = int(path.rsplit("host", 1)[1])
@@ -328,6 +405,8 @@ def normalize_refs(data: Any, hosts: list[int]) -> Any:
         value = re.sub(r"\bvport-(\d+):(\d+)-\d+\b", lambda m: f"vport-{rank.get(int(m[1]), m[1])}:{m[2]}-N",
                        value)
         value = re.sub(r"/dev/sd[a-z]+", "/dev/sdX", value)
+        value = re.sub(r"\bmpath[a-z]+\b", "mpathX", value)  # friendly names count the boot's maps
+        value = re.sub(r"\bdm-\d+\b", "dm-N", value)
         return re.sub(r"[ \t]+", " ", value)
 
     if isinstance(data, str):

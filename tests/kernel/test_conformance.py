@@ -31,7 +31,7 @@ from simstory import SimContext
 
 pytestmark = pytest.mark.kernel_lab
 
-CASES = [(name, cp) for name, s in scenarios.ALL.items() for cp in s.checkpoints]
+CASES = [(name, cp) for name, s in scenarios.ALL.items() for cp in s.laid_out_checkpoints()]
 STORIES = [name for name, s in scenarios.ALL.items() if s.has_story()]
 
 

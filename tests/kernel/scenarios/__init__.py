@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from sanscenario import Scenario
 
-from . import fc_discover, fcoe, npiv, scsi_debug, scsi_debug_scan
+from . import fc_discover, fcoe, iscsi_multipath, multipath, npiv, scsi_debug, scsi_debug_scan
 
 ALL: dict[str, Scenario] = {s.name: s for s in (scsi_debug.SCENARIO, fcoe.SCENARIO, npiv.SCENARIO,
-                                                 fc_discover.SCENARIO, scsi_debug_scan.SCENARIO)}
+                                                 fc_discover.SCENARIO, scsi_debug_scan.SCENARIO,
+                                                 multipath.SCENARIO, iscsi_multipath.SCENARIO)}
 
 # group name -> scenario names, set up in this order and exercised in this order
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -28,6 +29,11 @@ GROUPS: dict[str, tuple[str, ...]] = {
     # deleted. fc_discover runs first: its wildcard ScanAll also scans the scsi_debug hosts, which
     # must have nothing new until scsi_debug_scan raises max_luns.
     "discover": ("fc_discover", "scsi_debug_scan"),
+    # dm-multipath with multipathd (one for the boot, guestlib.shared_multipathd): scsi_debug's
+    # two hosts are set up first (host0/host1: ALUA active states; host 2 would be standby), then
+    # LIO iSCSI on two portals. iscsi_multipath is exercised first (exercise_order) and retires
+    # its LUNs at its end, so multipath's CreateAllMultipathMaps({}) sees scsi_debug's only.
+    "mpath": ("multipath", "iscsi_multipath"),
 }
 
 
