@@ -114,7 +114,7 @@ def test_live_introspection_matches_the_documented_xml(daemon):
             assert {n: v["type"] for n, v in ifaces[iface].items()} == {
                 n: t for n, (t, _access) in spec["properties"].items()}, f"{path} {iface}"
             seen.add(iface)
-    # MultipathMap and Job objects are checked where tests create them (test_multipath.py).
+    # MultipathMap and Job objects are checked where tests create them (test_multipath_bus.py).
     # The demo's iSCSI host has no session yet, so IscsiSession is checked only when the
     # simulated SAN logs one in; until then its documented interface must at least be
     # declared (a documented interface nobody can see is still a contract).
