@@ -13,10 +13,14 @@ export DEBIAN_FRONTEND=noninteractive
 # polkitd: authorization; python3-gi: GDBus clients in tests; python3-systemd/-libvirt/-dbus:
 # bindings built for Debian's Python 3.11 (no compiler needed); lsscsi: the benchmark's peer;
 # libvirt-daemon + libvirt-clients: libvirtd and virsh for vHBAs through libvirt's node-device
-# API (the kernel lane's npiv scenario; libvirt-daemon-system is not needed).
+# API (the kernel lane's npiv scenario; libvirt-daemon-system is not needed); dpkg-dev ...
+# man-db: tests/installed builds the .deb (packaging/debian's Build-Depends: python3-dbus-fast
+# and python3-pyudev go to /usr/lib/python3, below the venv's own), checks the Fedora spec with
+# rpmspec and renders the man pages.
 PKGS="dbus-daemon dbus-bin libglib2.0-bin gir1.2-glib-2.0 polkitd systemd python3 python3-venv
       python3-gi python3-systemd python3-libvirt python3-dbus lsscsi umockdev gir1.2-umockdev-1.0
-      procps libvirt-daemon libvirt-clients"
+      procps libvirt-daemon libvirt-clients
+      dpkg-dev build-essential debhelper dh-python python3-dbus-fast python3-pyudev rpm groff-base man-db"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

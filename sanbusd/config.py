@@ -30,6 +30,9 @@ class Settings:
     # jobs and authorization
     job_retention: float = 60.0         # a finished job stays readable this long (s)
     polkit_timeout: float = 120.0       # a polkit check that takes longer answers TimedOut (s)
+    # life cycle
+    idle_exit: float = 0.0              # exit after this long idle (s); 0 = never (see
+                                        # lifecycle.py for what counts as idle)
     # NPIV
     state_dir: str = ""                 # persistent vHBA records ("" = /var/lib/sanbusd, or
                                         # DIR/state on the simulated SAN)
@@ -48,6 +51,7 @@ class Settings:
         for name, low, high in (("scan_parallel_hosts", 1, 256), ("scan_timeout", 1, 3600),
                                 ("scan_max_timeout", 1, 86400), ("settle_timeout", 0.1, 3600),
                                 ("job_retention", 0, 86400), ("polkit_timeout", 0.1, 3600),
+                                ("idle_exit", 0, 86400),
                                 ("multipathd_timeout", 0.1, 600), ("multipathd_poll", 0.2, 3600)):
             value = getattr(self, name)
             if not low <= value <= high:
@@ -72,8 +76,23 @@ class Settings:
         # The simulated SAN's vHBAs are not the host's: keep their records beside it.
         return os.path.join(self.sim_directory, "state") if self.simulate else "/var/lib/sanbusd"
 
+    @property
+    def runtime_directory(self) -> str:
+        """Where state that only has to outlive an idle exit (not a reboot) is kept: /run/sanbusd
+        (the unit's RuntimeDirectory=, $RUNTIME_DIRECTORY when systemd says so); on the simulated
+        SAN, SIM_DIR/run beside the SAN it describes."""
+        if self.simulate:
+            return os.path.join(self.sim_directory, "run")
+        return os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0] or RUNTIME_DIR
+
 
 VHBA_MAX_WAIT = 600
+RUNTIME_DIR = "/run/sanbusd"
+# idle_exit when no file, variable or option sets it and systemd started this very process (it
+# sets $SYSTEMD_EXEC_PID to the pid it started; a process merely descended from a unit, such as a
+# test run by a CI service, inherits a pid that is not its own): a service goes away when idle and
+# is activated again by the next call; by hand (a shell, a test) the daemon stays until stopped.
+SERVICE_IDLE_EXIT = 300.0
 
 
 # Environment variables that set a setting (for tests and the private-bus demo).
@@ -81,7 +100,8 @@ ENVIRONMENT = {"SANBUSD_POLKIT_TIMEOUT": "polkit_timeout", "SANBUSD_SIM_DIR": "s
                "SANBUSD_JOB_RETENTION": "job_retention", "SANBUSD_STATE_DIR": "state_dir",
                "SANBUSD_LIBVIRT_URI": "libvirt_uri",
                "SANBUSD_MULTIPATHD_TIMEOUT": "multipathd_timeout",
-               "SANBUSD_MULTIPATHD_POLL": "multipathd_poll"}
+               "SANBUSD_MULTIPATHD_POLL": "multipathd_poll",
+               "SANBUSD_IDLE_EXIT": "idle_exit"}
 
 
 def default_sim_dir() -> str:
@@ -100,7 +120,7 @@ FILE_KEYS: dict[str, dict[str, str]] = {
     "scan": {"parallel_hosts": "scan_parallel_hosts", "timeout": "scan_timeout",
              "max_timeout": "scan_max_timeout", "settle_timeout": "settle_timeout"},
     "service": {"polkit_timeout": "polkit_timeout", "job_retention": "job_retention",
-                "state_dir": "state_dir"},
+                "state_dir": "state_dir", "idle_exit": "idle_exit"},
     "npiv": {"oui": "vhba_oui", "wait": "vhba_wait", "libvirt_uri": "libvirt_uri",
              "libvirt_refresh_pools": "libvirt_refresh_pools"},
     "multipath": {"multipathd_timeout": "multipathd_timeout", "poll": "multipathd_poll",
@@ -196,6 +216,8 @@ def from_sources(cli: dict[str, object], environ: dict[str, str] | None = None,
     for name, value in cli.items():
         if value is not None:
             values[name] = value
+    if "idle_exit" not in values and environ.get("SYSTEMD_EXEC_PID") == str(os.getpid()):
+        values["idle_exit"] = SERVICE_IDLE_EXIT
     unknown = set(values) - set(types)
     if unknown:
         raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")

@@ -24,7 +24,7 @@ from dbus_fast import DBusError
 from dbus_fast.aio import MessageBus
 from dbus_fast.constants import NameFlag, RequestNameReply
 
-from . import BUS_NAME, __version__, config
+from . import BUS_NAME, __version__, config, lifecycle
 from .api.job import JobApi
 from .api.lun import LunApi
 from .api.manager import ManagerApi
@@ -68,6 +68,7 @@ class Daemon:
     scanner: Scanner
     vhbas: VhbaOps
     multipath: MultipathOps
+    life: lifecycle.Lifecycle
 
 
 def build(settings: config.Settings, backend: Backend, bus: MessageBus) -> Daemon:
@@ -104,7 +105,9 @@ def build(settings: config.Settings, backend: Backend, bus: MessageBus) -> Daemo
         JobApi(jobs, authorizer),
         VhbaApi(state, vhbas, authorizer, settings),
         MultipathApi(multipath, authorizer)))
-    return Daemon(settings, backend, bus, tree, state, jobs, scanner, vhbas, multipath)
+    life = lifecycle.Lifecycle(settings.idle_exit, jobs)
+    tree.on_call = life.call_started
+    return Daemon(settings, backend, bus, tree, state, jobs, scanner, vhbas, multipath, life)
 
 
 def pool_refresher(libvirt, state: State, settings: config.Settings):
@@ -144,6 +147,16 @@ async def run(settings: config.Settings, backend: Backend, ready_fd: int | None 
     log.info("read %d hosts, %d remote ports, %d LUN paths, %d vports, %d multipath maps "
              "in %.2f s", len(inv.hosts), len(inv.rports), len(inv.luns), len(inv.vports),
              len(inv.maps), time.monotonic() - t0)
+    # What the last sanbusd kept across its exit (RescanSuggested, finished jobs) is part of
+    # "populated" too.
+    run_state = lifecycle.RunState(settings.runtime_directory)
+    boot = lifecycle.boot_key(os.path.join(settings.sim_directory, "sys") if settings.simulate
+                              else settings.sysfs_root)
+    kept = run_state.take()
+    if kept is not None:
+        log.info("restored from %s: %s", run_state.path, lifecycle.restore(
+            kept, d.state.inventory, d.state.suggest_rescan, d.jobs, boot))
+    d.life.attach(bus)
     d.tree.attach(bus)
     d.state.pump.start()
     # Persistent vHBAs are part of "populated": re-create the missing ones before the name.
@@ -158,36 +171,60 @@ async def run(settings: config.Settings, backend: Backend, ready_fd: int | None 
         return 1
     log.info("sanbusd %s owns %s (%s backend) after %.2f s", __version__, BUS_NAME,
              backend.name, time.monotonic() - t0)
-    _notify_ready()
+    _notify_ready(inv, settings)
+    interval = lifecycle.watchdog_interval(dict(os.environ), os.getpid())
+    watchdog = lifecycle.Watchdog(interval) if interval else None
+    if watchdog is not None:
+        watchdog.start()
+        log.debug("watchdog: WATCHDOG=1 every %.2f s", interval)
     if ready_fd is not None:
         os.write(ready_fd, b"ready\n")
         os.close(ready_fd)
     disconnected = asyncio.ensure_future(bus.wait_for_disconnect())
     stop = asyncio.ensure_future(stopping.wait())
-    await asyncio.wait({disconnected, stop}, return_when=asyncio.FIRST_COMPLETED)
+    idle = asyncio.ensure_future(d.life.wait_idle())
+    await asyncio.wait({disconnected, stop, idle}, return_when=asyncio.FIRST_COMPLETED)
+    idle.cancel()
     if disconnected.done():
+        if watchdog is not None:
+            watchdog.stop()
         log.error("lost the bus connection; exiting")
         return 1
-    log.info("stopping on signal")
-    d.state.pump.stop()
-    d.multipath.stop()
-    backend.stop()
+    if stop.done():
+        log.info("stopping on signal")
+        lifecycle.notify("STOPPING=1\nSTATUS=Stopping on signal")
+    else:
+        log.info("idle for %g s (no calls, jobs or ObjectManager clients): exiting; the next "
+                 "call starts sanbusd again", settings.idle_exit)
+        lifecycle.notify("STOPPING=1\nSTATUS=Idle: exiting until the next call")
+
+    def kept_state() -> dict:
+        return lifecycle.snapshot(d.state.inventory, d.state.rescan_suggested, d.jobs, boot)
+    # Before the name goes: the next sanbusd reads this file before it asks for the name.
+    run_state.save(kept_state())
     try:
         await asyncio.wait_for(bus.release_name(BUS_NAME), 2)
     except Exception:  # noqa: BLE001 - exiting anyway
         pass
+    if not stop.done():
+        # Answer the calls that reached us before the name went (a scan may take long).
+        if not await d.life.drained(settings.scan_max_timeout + settings.settle_timeout):
+            log.warning("exiting with %s", d.life.busy())
+        run_state.save(kept_state())    # only if those calls changed it
+    if watchdog is not None:
+        watchdog.stop()
+    d.state.pump.stop()
+    d.multipath.stop()
+    backend.stop()
     bus.disconnect()
     return 0
 
 
-def _notify_ready() -> None:
-    if not os.environ.get("NOTIFY_SOCKET"):
-        return
-    try:
-        from systemd import daemon as sd
-        sd.notify("READY=1\nSTATUS=Publishing SAN storage")
-    except Exception as e:  # noqa: BLE001 - readiness is still visible as the bus name
-        log.warning("sd_notify failed: %s", e)
+def _notify_ready(inv, settings: config.Settings) -> None:
+    idle = (f"; exits after {settings.idle_exit:g} s idle" if settings.idle_exit
+            else "")
+    lifecycle.notify(f"READY=1\nSTATUS=Publishing {len(inv.hosts)} SCSI hosts, "
+                     f"{len(inv.luns)} LUN paths, {len(inv.maps)} multipath maps{idle}")
 
 
 def setup_logging(verbose: bool) -> None:
@@ -233,6 +270,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--polkit-timeout", type=float, metavar="S",
                    help="seconds to wait for polkit before answering TimedOut (default 120; "
                         "$SANBUSD_POLKIT_TIMEOUT)")
+    p.add_argument("--idle-exit", type=float, metavar="S",
+                   help="exit after S seconds without calls, running jobs or ObjectManager "
+                        "clients; the next call activates it again (0 = never; default 0, "
+                        "300 when systemd starts it; $SANBUSD_IDLE_EXIT)")
     p.add_argument("--state-dir", metavar="DIR",
                    help="where persistent vHBAs are recorded (default /var/lib/sanbusd; on the "
                         "simulated SAN, SIM_DIR/state; $SANBUSD_STATE_DIR)")

@@ -168,10 +168,22 @@ def _fast_path_works() -> bool:
         return False
 
 
+def _no_hold(msg: Message) -> Callable[[], None]:
+    return _release_nothing
+
+
+def _release_nothing() -> None:
+    pass
+
+
 class ObjectTree:
     def __init__(self, api: ApiSpec, authorizer: Authorizer, root: str,
-                 details: Callable[[str], dict[str, str]] = lambda path: {}) -> None:
+                 details: Callable[[str], dict[str, str]] = lambda path: {},
+                 on_call: Callable[[Message], Callable[[], None]] = _no_hold) -> None:
         self.api = api
+        # Told of every method call when it arrives; the function it returns is called once the
+        # call is answered (or dropped). The life cycle counts calls in flight with it.
+        self.on_call = on_call
         self.root = root
         self.authorizer = authorizer
         self.registrations: dict[tuple[str, str], Registration] = {}
@@ -187,7 +199,7 @@ class ObjectTree:
         self._body: bytes | None = None
         self._fast: bool | None = None          # None: not checked yet
         self._fast_failing = False              # the last build from the cache failed (logged)
-        self._gmo_waiting: deque[Message] = deque()
+        self._gmo_waiting: deque[tuple[Message, Callable[[], None]]] = deque()
         self._gmo_sender: asyncio.Future | None = None
         self._pace = True                       # wait for the bus between large replies
 
@@ -338,7 +350,7 @@ class ObjectTree:
     def _queue_managed_objects(self, msg: Message) -> None:
         if not wants_reply(msg):
             return
-        self._gmo_waiting.append(msg)
+        self._gmo_waiting.append((msg, self.on_call(msg)))
         if self._gmo_sender is None or self._gmo_sender.done():
             self._gmo_sender = asyncio.ensure_future(self._send_managed_objects())
 
@@ -349,8 +361,11 @@ class ObjectTree:
         ahead of it on the connection, so this bounds what a small reply waits for to the rest
         of one large reply, instead of every queued one."""
         while self._gmo_waiting:
-            msg = self._gmo_waiting.popleft()
-            written = self._reply(msg, self.managed_objects_reply(msg))
+            msg, release = self._gmo_waiting.popleft()
+            try:
+                written = self._reply(msg, self.managed_objects_reply(msg))
+            finally:
+                release()
             if not isinstance(written, asyncio.Future):
                 continue
             try:
@@ -407,14 +422,18 @@ class ObjectTree:
         library to do); replies and signals are the library's (pending calls, name owners)."""
         if msg.message_type != MessageType.METHOD_CALL:
             return None
+        release = self.on_call(msg)
         try:
-            reply = self._dispatch(msg)
-        except errors.SanError as e:
-            reply = Message.new_error(msg, e.dbus_name, e.message)
-        except Exception as e:  # noqa: BLE001 - the one net under every call
-            reply = Message.new_error(msg, *errors.to_dbus(e))
-        if isinstance(reply, Message):
-            self._reply(msg, reply)
+            try:
+                reply = self._dispatch(msg)
+            except errors.SanError as e:
+                reply = Message.new_error(msg, e.dbus_name, e.message)
+            except Exception as e:  # noqa: BLE001 - the one net under every call
+                reply = Message.new_error(msg, *errors.to_dbus(e))
+            if isinstance(reply, Message):
+                self._reply(msg, reply)
+        finally:
+            release()
         return True
 
     def _dispatch(self, msg: Message) -> Message | None:
@@ -462,7 +481,7 @@ class ObjectTree:
         *args, raw_options = msg.body
         call = Call(sender=msg.sender or "", path=path, interface=iface, member=mdef.name,
                     options=self._options(raw_options, reg))
-        self._spawn(self._run(msg, call, reg, mdef, args))
+        self._spawn(self._run(msg, call, reg, mdef, args), msg)
         return None
 
     def _interface_of(self, obj: dict | None, member: str) -> str | None:
@@ -473,10 +492,12 @@ class ObjectTree:
                 return iface
         return _STD_MEMBERS.get(member)
 
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro, msg: Message) -> None:
+        release = self.on_call(msg)     # held from now until the task is done
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _t: release())
 
     @staticmethod
     def _expect(msg: Message, iface: str, signature: str) -> None:

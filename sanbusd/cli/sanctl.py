@@ -212,6 +212,12 @@ async def cmd_monitor(args: argparse.Namespace) -> int:
         return None
 
     bus.add_message_handler(on_msg)
+    # An ObjectManager client: this starts sanbusd if it is not running (bus activation) and
+    # keeps it from exiting while idle for as long as the monitor runs (signals alone would not).
+    try:
+        await client.call(bus, ROOT, OM, "GetManagedObjects", timeout=60)
+    except ClientError as e:
+        print(f"sanctl: {BUS_NAME} does not answer ({e}); waiting for it", file=sys.stderr)
     emit(f"monitoring {BUS_NAME} (Ctrl-C to stop)")
     try:
         await done

@@ -31,6 +31,8 @@ class Job:
     finished: bool = False
     success: bool = False
     message: str = ""
+    finished_at: float = 0.0            # wall clock (s) when it finished: its retention runs
+                                        # from here, also across an idle exit
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -63,11 +65,41 @@ class Jobs:
         if job.finished:
             return
         job.finished, job.success, job.message = True, success, message
+        job.finished_at = time.time()
         if success:
             job.progress = 1.0
         self.on_change(job)
         self.on_completed(job)
         asyncio.get_running_loop().call_later(self.grace, self._drop, job.number)
+
+    @property
+    def running(self) -> int:
+        """How many jobs have not finished."""
+        return sum(not j.finished for j in self.jobs.values())
+
+    def next_number(self) -> int:
+        """The number the next job will get (numbers are never reused within a boot)."""
+        n = next(self._numbers)
+        self._numbers = itertools.count(n)
+        return n
+
+    def restore(self, finished: list[Job], next_number: int) -> list[Job]:
+        """Finished jobs kept across an idle exit, each for what is left of its retention (from
+        its finish time; a clock set back keeps it at most `grace` more): those still in it are
+        back, the others are not. Numbering goes on from `next_number`."""
+        now = time.time()
+        back = []
+        for job in finished:
+            left = min(self.grace, job.finished_at + self.grace - now)
+            if not job.finished or left <= 0 or job.number in self.jobs:
+                continue
+            self.jobs[job.number] = job
+            self.on_change(job)
+            asyncio.get_running_loop().call_later(left, self._drop, job.number)
+            back.append(job)
+        highest = max([next_number - 1, *self.jobs], default=0)
+        self._numbers = itertools.count(max(highest + 1, self.next_number()))
+        return back
 
     def _drop(self, number: int) -> None:
         job = self.jobs.pop(number, None)

@@ -1,0 +1,325 @@
+"""The Debian package, installed: built with dpkg-buildpackage (in a scratch copy), installed with
+dpkg -i (apt-get -f for what it depends on), then exercised through its installed files only —
+a private bus configured with the standard system.d and system-services directories activates
+/usr/libexec/sanbusd/sanbusd on the first call, through the installed activation file; the unit
+passes `systemd-analyze verify`; polkitd (activated the same way) knows the actions; a broken
+/etc/sanbusd/sanbusd.conf gives the clear error; dpkg -r / -P remove what it installed.
+
+This machine is also the development machine: the package keeps its Python modules private
+(/usr/share/sanbusd, on sys.path only in the installed launchers), so the checkout's venv still
+imports the checkout, before, during and after. The activated daemon runs on this machine's /sys
+(the kernel backend: no SCSI here, but the Manager answers): no setting selects the simulated SAN
+from the configuration file or the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+TOP = Path(__file__).resolve().parents[2]
+VENV_PY = TOP / ".venv" / "bin" / "python"
+DAEMON = "/usr/libexec/sanbusd/sanbusd"
+CONF = Path("/etc/sanbusd/sanbusd.conf")
+POLKIT_FILE = Path("/usr/share/polkit-1/actions/org.example.sanstorage.policy")
+ENABLE_LINKS = [Path("/etc/systemd/system/dbus-org.example.SanStorage.service"),
+                Path("/etc/systemd/system/multi-user.target.wants/sanbusd.service")]
+# The installed daemon runs with the newest dbus-fast (the venv's): Debian 12's 1.84 cannot
+# import sanbusd yet (test_debians_dbus_fast below).
+NEWEST_DBUS_FAST = sysconfig.get_paths()["purelib"]
+
+
+def run(cmd, timeout=120, check=True, **kw) -> subprocess.CompletedProcess:
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{cmd} exited {r.returncode}:\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def is_installed() -> bool:
+    r = run(["dpkg-query", "-W", "-f=${Status}", "sanbusd"], check=False)
+    return "ok installed" in r.stdout or "config-files" in r.stdout
+
+
+def purge() -> None:
+    run(["dpkg", "--purge", "sanbusd"], check=False, timeout=300)
+
+
+def restore_dev_polkit_file() -> None:
+    # setup-dev.sh installs the same actions file for the demo and the bus tests; dpkg took it
+    # over and removed it: put it back as setup-dev.sh does.
+    if not POLKIT_FILE.exists():
+        run(["install", "-m644", str(TOP / "data/org.example.sanstorage.policy"),
+             str(POLKIT_FILE.parent) + "/"])
+
+
+def checkout_import_path(cwd: str = "/") -> str:
+    return run([str(VENV_PY), "-c", "import sanbusd; print(sanbusd.__file__)"],
+               cwd=cwd).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def deb(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("deb")
+    r = run(["bash", str(TOP / "packaging/build-deb.sh"), str(out)], timeout=600)
+    path = Path(r.stdout.strip().splitlines()[-1])
+    assert path.is_file() and path.suffix == ".deb"
+    assert (out / path.name.replace("_all.deb", ".dsc")).is_file()   # the source package too
+    return path
+
+
+@pytest.fixture(scope="module")
+def installed(deb):
+    if is_installed():                  # left over from an interrupted run
+        purge()
+    r = run(["dpkg", "-i", str(deb)], check=False, timeout=300)
+    if r.returncode != 0:               # missing dependencies: let apt bring them
+        run(["apt-get", "-o", "DPkg::Lock::Timeout=300", "-f", "install", "-y", "-qq"],
+            timeout=600, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    assert run(["dpkg-query", "-W", "-f=${Status}", "sanbusd"]).stdout == "install ok installed"
+    original_conf = CONF.read_bytes()
+    try:
+        yield {"files": run(["dpkg", "-L", "sanbusd"]).stdout.split("\n"),
+               "conf": original_conf}
+    finally:
+        if is_installed():
+            purge()
+        restore_dev_polkit_file()
+
+
+class SystemBus:
+    """A dbus-daemon configured like the system bus from the standard directories: services from
+    <standard_system_servicedirs/> (/usr/share/dbus-1/system-services, ...), policy from
+    /usr/share/dbus-1/system.d and /etc/dbus-1/system.d; listening in a private directory, and
+    without the setuid activation helper (which reads only the real system bus's config), so
+    activated services are run by this dbus-daemon itself with its environment."""
+
+    CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={rundir}/system_bus_socket</listen>
+  <auth>EXTERNAL</auth>
+  <standard_system_servicedirs/>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+  </policy>
+  <includedir>/usr/share/dbus-1/system.d</includedir>
+  <includedir>/etc/dbus-1/system.d</includedir>
+</busconfig>
+"""
+
+    def __init__(self, rundir: Path) -> None:
+        self.rundir = rundir
+        self.address = f"unix:path={rundir}/system_bus_socket"
+        self.log = rundir / "bus.log"
+        self.activated: set[int] = set()
+        (rundir / "state").mkdir()
+        (rundir / "bus.conf").write_text(self.CONFIG.format(rundir=rundir))
+        env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": self.address,
+               "SANBUSD_STATE_DIR": str(rundir / "state"), "PYTHONPATH": NEWEST_DBUS_FAST}
+        self.proc = subprocess.Popen(
+            ["dbus-daemon", f"--config-file={rundir}/bus.conf", "--nofork", "--nopidfile",
+             "--print-address=1"], stdout=subprocess.PIPE, stderr=open(self.log, "wb"),
+            stdin=subprocess.DEVNULL, env=env, cwd="/")
+        ready, _, _ = select.select([self.proc.stdout], [], [], 10)
+        assert ready and self.proc.stdout.readline().strip(), self.log.read_text()
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": self.address}
+
+    def busctl(self, *args: str, check=True) -> subprocess.CompletedProcess:
+        return run(["busctl", f"--address={self.address}", "--timeout=30", *args],
+                   timeout=60, check=check)
+
+    def pid_of(self, name: str) -> int | None:
+        r = self.busctl("call", "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                        "org.freedesktop.DBus", "GetConnectionUnixProcessID", "s", name,
+                        check=False)
+        if r.returncode != 0:
+            return None
+        pid = int(r.stdout.split()[1])
+        self.activated.add(pid)
+        return pid
+
+    def stop(self) -> None:
+        for name in ("org.example.SanStorage", "org.freedesktop.PolicyKit1"):
+            self.pid_of(name)
+        self.proc.terminate()
+        self.proc.wait(10)
+        # what this bus activated goes when its bus does; bounded, then ended by its pid
+        deadline = time.monotonic() + 10
+        for pid in self.activated:
+            while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+                time.sleep(0.05)
+            if Path(f"/proc/{pid}").exists():
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def bus(installed):
+    # Not under pytest's tmp_path (0700): polkitd, once it is the polkitd user, must reach the
+    # socket.
+    rundir = Path(tempfile.mkdtemp(prefix="sanbusd-installed."))
+    os.chmod(rundir, 0o755)
+    b = SystemBus(rundir)
+    try:
+        yield b
+    finally:
+        b.stop()
+        shutil.rmtree(rundir, ignore_errors=True)
+
+
+def test_installed_where_the_system_looks_and_the_checkout_still_imports(installed):
+    files = set(installed["files"])
+    for path in (DAEMON, "/usr/libexec/sanbusd/sanbusd-sim", "/usr/bin/sanctl",
+                 "/usr/share/dbus-1/system-services/org.example.SanStorage.service",
+                 "/usr/share/dbus-1/system.d/org.example.SanStorage.conf",
+                 "/lib/systemd/system/sanbusd.service", str(POLKIT_FILE),
+                 "/usr/share/sanbusd/org.example.SanStorage.xml",
+                 "/usr/share/sanbusd/sanbusd/daemon.py", str(CONF),
+                 "/usr/share/man/man8/sanbusd.8.gz", "/usr/share/man/man1/sanctl.1.gz",
+                 "/usr/share/man/man5/sanbusd.conf.5.gz"):
+        assert path in files and os.path.exists(path), path
+    activation = Path("/usr/share/dbus-1/system-services/org.example.SanStorage.service")
+    assert f"Exec={DAEMON}\n" in activation.read_text()
+    assert "SystemdService=dbus-org.example.SanStorage.service" in activation.read_text()
+    assert f"ExecStart={DAEMON}" in Path("/lib/systemd/system/sanbusd.service").read_text()
+    assert CONF.read_bytes() == (TOP / "data/sanbusd.conf").read_bytes()
+    # enabled (persistent vHBAs at boot), and the Alias that SystemdService= names
+    for link in ENABLE_LINKS:
+        assert link.is_symlink(), link
+    # dh_python3 byte-compiled the private modules at install time
+    assert list(Path("/usr/share/sanbusd/sanbusd").glob("__pycache__/*.pyc"))
+    # the venv still imports the checkout, from anywhere; the system Python sees no sanbusd
+    assert checkout_import_path("/") == str(TOP / "sanbusd" / "__init__.py")
+    assert checkout_import_path("/tmp") == str(TOP / "sanbusd" / "__init__.py")
+    assert run(["/usr/bin/python3", "-c", "import sanbusd"], check=False, cwd="/").returncode != 0
+
+
+def test_installed_commands_run(installed):
+    env = {**os.environ, "PYTHONPATH": NEWEST_DBUS_FAST}
+    r = run([DAEMON, "--check-config"], env=env)
+    assert r.stdout.startswith("# settings in force") and "/etc/sanbusd/sanbusd.conf" in r.stdout
+    assert "--lun" in run(["/usr/bin/sanctl", "scan", "--help"], env=env).stdout
+    assert run(["/usr/libexec/sanbusd/sanbusd-sim", "--help"], env=env).returncode == 0
+
+
+def test_systemd_analyze_verify_passes_on_the_installed_unit(installed):
+    r = run(["systemd-analyze", "verify", "/lib/systemd/system/sanbusd.service"], check=False,
+            timeout=120)
+    assert r.returncode == 0 and "sanbusd.service" not in r.stderr, r.stderr
+
+
+def test_the_installed_man_pages_render(installed):
+    for page in ("sanbusd.8.gz", "sanctl.1.gz", "sanbusd.conf.5.gz"):
+        path = next(Path("/usr/share/man").glob(f"man?/{page}"))
+        r = run(["man", "--warnings", "-l", str(path)], env={**os.environ, "MANWIDTH": "80",
+                                                             "LC_ALL": "C.UTF-8"})
+        assert r.stderr == "" and "SEE ALSO" in r.stdout, r.stderr
+
+
+def test_first_call_activates_the_installed_daemon(bus):
+    assert bus.pid_of("org.example.SanStorage") is None
+    r = bus.busctl("call", "org.example.SanStorage", "/org/example/SanStorage",
+                   "org.freedesktop.DBus.ObjectManager", "GetManagedObjects")
+    assert '"/org/example/SanStorage/Manager"' in r.stdout
+    pid = bus.pid_of("org.example.SanStorage")
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert DAEMON.encode() in cmdline, cmdline              # the installed daemon
+    log = bus.log.read_text()
+    assert "Activating service name='org.example.SanStorage'" in log
+    assert "Successfully activated service 'org.example.SanStorage'" in log
+    r = bus.busctl("get-property", "org.example.SanStorage", "/org/example/SanStorage/Manager",
+                   "org.example.SanStorage.Manager", "Version")
+    assert r.stdout.strip() == 's "0.1.0"'
+    # the introspection data is the installed XML
+    r = bus.busctl("introspect", "--xml-interface", "org.example.SanStorage",
+                   "/org/example/SanStorage/Manager")
+    assert "ScanAll" in r.stdout
+
+
+def test_polkitd_loads_the_installed_actions(bus):
+    for action in ("org.example.sanstorage.rescan", "org.example.sanstorage.manage-vhba",
+                   "org.example.sanstorage.manage-multipath"):
+        r = run(["pkaction", "--action-id", action], env=bus.env(), timeout=60)
+        assert r.stdout.strip() == action
+    r = run(["pkaction", "--action-id", "org.example.sanstorage.no-such"], env=bus.env(),
+            check=False, timeout=60)
+    assert r.returncode != 0
+
+
+def test_a_broken_config_file_gives_the_clear_error(installed, bus):
+    try:
+        CONF.write_text("[scan]\nparallel_hostz = 3\n")
+        r = run([DAEMON, "--check-config"], check=False,
+                env={**os.environ, "PYTHONPATH": NEWEST_DBUS_FAST})
+        assert r.returncode == 2
+        assert "/etc/sanbusd/sanbusd.conf" in r.stderr and "parallel_hostz" in r.stderr
+        assert "parallel_hosts" in r.stderr and "Traceback" not in r.stderr
+        # activated with it: the call fails, and the log says why
+        r = bus.busctl("call", "org.example.SanStorage", "/org/example/SanStorage",
+                       "org.freedesktop.DBus.ObjectManager", "GetManagedObjects", check=False)
+        assert r.returncode != 0
+        log = bus.log.read_text()
+        assert "cannot start: /etc/sanbusd/sanbusd.conf: unknown key 'parallel_hostz'" in log
+        assert "Traceback" not in log
+        CONF.write_text("[scan]\nparallel_hosts = 1000\n")
+        r = run([DAEMON, "--check-config"], check=False,
+                env={**os.environ, "PYTHONPATH": NEWEST_DBUS_FAST})
+        assert r.returncode == 2 and "parallel_hosts" in r.stderr and "256" in r.stderr
+    finally:
+        CONF.write_bytes(installed["conf"])
+
+
+@pytest.mark.xfail(strict=True, reason="sanbusd/bus/tree.py imports "
+                   "dbus_fast._private.constants.MAX_MESSAGE_SIZE, which Debian 12's "
+                   "python3-dbus-fast 1.84 does not have: the installed daemon cannot start "
+                   "with Debian's own dbus-fast (strict: passes, and so fails here, once fixed)")
+def test_debians_dbus_fast(installed):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = run(["/usr/bin/python3", "-c", "import dbus_fast, importlib.metadata as m; "
+             "print(m.version('dbus-fast'))"], env=env, cwd="/")
+    assert r.stdout.startswith("1.")                        # Debian 12's
+    r = run([DAEMON, "--check-config"], check=False, env=env, cwd="/")
+    assert r.returncode == 0, r.stderr
+
+
+def test_remove_and_purge_take_away_what_it_installed(installed):
+    files = [f for f in installed["files"] if f and f != "/."]
+    run(["dpkg", "-r", "sanbusd"], timeout=300)
+    left = [f for f in files if os.path.lexists(f) and not os.path.isdir(f)]
+    assert left == [str(CONF)], left                         # a conffile stays until purge
+    assert not Path("/usr/share/sanbusd").exists()           # the .pyc files went too
+    assert not Path("/usr/libexec/sanbusd").exists()
+    run(["dpkg", "--purge", "sanbusd"], timeout=300)
+    assert run(["dpkg-query", "-W", "-f=${Status}", "sanbusd"], check=False).stdout \
+        in ("", "unknown ok not-installed")
+    left = [f for f in files if os.path.lexists(f) and not os.path.isdir(f)]
+    assert left == [], left
+    assert not Path("/etc/sanbusd").exists()
+    for link in ENABLE_LINKS:
+        assert not link.is_symlink(), link
+    restore_dev_polkit_file()
+    assert checkout_import_path("/") == str(TOP / "sanbusd" / "__init__.py")
