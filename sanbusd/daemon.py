@@ -188,7 +188,8 @@ async def run(settings: config.Settings, backend: Backend, ready_fd: int | None 
     if disconnected.done():
         if watchdog is not None:
             watchdog.stop()
-        log.error("lost the bus connection; exiting")
+        why = None if disconnected.cancelled() else disconnected.exception()
+        log.error("lost the bus connection%s; exiting", f" ({why!r})" if why else "")
         return 1
     if stop.done():
         log.info("stopping on signal")
