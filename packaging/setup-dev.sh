@@ -20,7 +20,8 @@ export DEBIAN_FRONTEND=noninteractive
 PKGS="dbus-daemon dbus-bin libglib2.0-bin gir1.2-glib-2.0 polkitd systemd python3 python3-venv
       python3-gi python3-systemd python3-libvirt python3-dbus lsscsi umockdev gir1.2-umockdev-1.0
       procps libvirt-daemon libvirt-clients
-      dpkg-dev build-essential debhelper dh-python python3-dbus-fast python3-pyudev rpm groff-base man-db"
+      dpkg-dev build-essential debhelper dh-python python3-dbus-fast python3-pyudev rpm groff-base man-db
+      python3-pytest python3-pytest-timeout"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -101,7 +101,10 @@ ENVIRONMENT = {"SANBUSD_POLKIT_TIMEOUT": "polkit_timeout", "SANBUSD_SIM_DIR": "s
                "SANBUSD_LIBVIRT_URI": "libvirt_uri",
                "SANBUSD_MULTIPATHD_TIMEOUT": "multipathd_timeout",
                "SANBUSD_MULTIPATHD_POLL": "multipathd_poll",
-               "SANBUSD_IDLE_EXIT": "idle_exit"}
+               "SANBUSD_IDLE_EXIT": "idle_exit",
+               # the simulated SAN for an activated daemon, which has no command line (tests
+               # and demos only): as [simulation] in the configuration file
+               "SANBUSD_SIMULATE": "simulate", "SANBUSD_SIM_FRESH": "sim_fresh"}
 
 
 def default_sim_dir() -> str:
@@ -125,7 +128,13 @@ FILE_KEYS: dict[str, dict[str, str]] = {
              "libvirt_refresh_pools": "libvirt_refresh_pools"},
     "multipath": {"multipathd_timeout": "multipathd_timeout", "poll": "multipathd_poll",
                   "multipathd_socket": "multipathd_socket", "conf_dir": "multipath_conf_dir"},
+    # Tests and demos only: the installed daemon, started by D-Bus activation (no command line),
+    # on the simulated SAN instead of the kernel (--simulate, --sim-dir, --sim-fresh).
+    "simulation": {"fabric": "simulate", "dir": "sim_dir", "fresh": "sim_fresh"},
 }
+# The simulated SAN's paths must be absolute in the file: an activated daemon's working directory
+# is /, so a relative one would not mean what its writer intended.
+_ABSOLUTE = {"simulate", "sim_dir"}
 _TOML_TYPES = {"int": (int, float), "float": (int, float), "str": (str,), "bool": (bool,)}
 
 
@@ -159,6 +168,11 @@ def read_file(path: str) -> dict[str, object]:
                                  f", not {value!r}")
             if typ == "int" and isinstance(value, float):
                 raise ValueError(f"{path}: [{section}] {key} must be a whole number, not {value}")
+            if name in _ABSOLUTE and value and not os.path.isabs(value):
+                raise ValueError(f"{path}: [{section}] {key} must be an absolute path, "
+                                 f"not {value!r}")
+            if name == "simulate" and value == "":
+                value = None                    # "" = the kernel, as when the key is absent
             out[name] = float(value) if typ == "float" else value
     return out
 
@@ -172,7 +186,8 @@ def describe(s: Settings, config_file: str | None) -> str:
         out.append(f"[{section}]")
         for key, name in keys.items():
             v = getattr(s, name)
-            out.append(f"{key} = " + ("true" if v is True else "false" if v is False
+            out.append(f"{key} = " + ('""' if v is None else "true" if v is True
+                                      else "false" if v is False
                                       else f'"{v}"' if isinstance(v, str) else f"{v:g}"
                                       if isinstance(v, float) else str(v)))
     return "\n".join(out)
@@ -213,6 +228,8 @@ def from_sources(cli: dict[str, object], environ: dict[str, str] | None = None,
     for var, name in ENVIRONMENT.items():
         if var in environ:
             values[name] = _convert(name, environ[var], types[name], f"${var}")
+            if name == "simulate" and not values[name]:
+                values[name] = None
     for name, value in cli.items():
         if value is not None:
             values[name] = value
@@ -225,6 +242,13 @@ def from_sources(cli: dict[str, object], environ: dict[str, str] | None = None,
 
 
 def _convert(name: str, text: str, typ: object, where: str) -> object:
+    if typ in ("bool", bool):
+        word = text.strip().lower()
+        if word in ("1", "true", "yes", "on"):
+            return True
+        if word in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"{where} ({name}) must be 1 or 0 (true or false), not {text!r}")
     try:
         if typ in ("float", float):
             return float(text)

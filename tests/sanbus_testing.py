@@ -60,14 +60,17 @@ class RunningDaemon:
 
 
 def start_daemon(bus: PrivateBus, tmp: Path, fabric: Path = DEMO_FABRIC,
-                 extra: list[str] | None = None, env: dict | None = None) -> RunningDaemon:
+                 extra: list[str] | None = None, env: dict | None = None,
+                 python: str = sys.executable) -> RunningDaemon:
+    """sanbusd on the simulated SAN `fabric`, on `bus`; run by `python` (another interpreter,
+    e.g. Debian's /usr/bin/python3 with its own dbus-fast, needs PYTHONPATH in `env`)."""
     tmp.mkdir(parents=True, exist_ok=True)
     sim_dir = tmp / "sim"
     log_path = tmp / "sanbusd.log"
     r, w = os.pipe()
     penv = bus.env(**(env or {}))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sanbusd", "--simulate", str(fabric), "--sim-dir", str(sim_dir),
+        [python, "-m", "sanbusd", "--simulate", str(fabric), "--sim-dir", str(sim_dir),
          "--bus", bus.address, "--ready-fd", str(w), *(extra or [])],
         env=penv, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, pass_fds=(w,))
     os.close(w)

@@ -19,10 +19,12 @@ call sent with NO_REPLY_EXPECTED is carried out but never answered.
 GetManagedObjects at SAN scale (16,384 LUN paths, a 9 MiB reply) is served from bytes: each
 object's dict entry is marshalled once and kept until apply() changes that object, and the
 reply's body is the concatenation of the cached entries, so a call costs a header and a copy
-instead of marshalling the whole tree. Its replies are handed to the connection one at a time,
-each when the bus has taken in the previous one, so a small reply (a Properties.Get) waits for
-at most one large reply ahead of it instead of for every queued one; a reply's body is taken
-from the tree when it is handed over, so it is never older than a signal sent before it.
+instead of marshalling the whole tree (entries are marshalled by dbus-fast's own marshaller, or
+by dbusfix's where the library writes non-ASCII strings wrongly, as Debian 12's 1.84 does). Its
+replies are handed to the connection one at a time, each when the bus has taken in the previous
+one, so a small reply (a Properties.Get) waits for at most one large reply ahead of it instead
+of for every queued one; a reply's body is taken from the tree when it is handed over, so it is
+never older than a signal sent before it.
 """
 
 from __future__ import annotations
@@ -34,13 +36,12 @@ from typing import Any, Callable
 from xml.sax.saxutils import quoteattr
 
 from dbus_fast import Message, MessageFlag, MessageType, Variant
-from dbus_fast._private.constants import MAX_MESSAGE_SIZE
-from dbus_fast._private.marshaller import Marshaller
 from dbus_fast.signature import get_signature_tree
 
 from .. import errors
 from ..authz.registry import (AUTH_NO_USER_INTERACTION, Authorizer, Call, Registration,
                               check_registrations)
+from . import dbusfix
 from .contract import ApiSpec, MethodDef
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ def wants_reply(msg: Message) -> bool:
 GMO_SIGNATURE = "a{oa{sa{sv}}}"
 _PADS = tuple(b"\0" * n for n in range(8))
 _MAX_ARRAY = 1 << 26            # the D-Bus specification's limit for one array (64 MiB)
+MAX_MESSAGE_SIZE = dbusfix.MAX_MESSAGE_SIZE     # ... and for one message (128 MiB)
 BULK_TIMEOUT = 10.0             # s; how long one large reply may hold up the next
 ROUND_TRIP_TIMEOUT = 2.0        # s; the bus answers GetId behind a large reply in ~50 ms
 
@@ -91,7 +93,7 @@ def marshal_entry(path: str, obj: dict[str, dict[str, Variant]]) -> bytes:
     and the entries, each at an 8-aligned offset; so a one-entry array's bytes from offset 8 are
     the entry, and every alignment inside it is relative to a multiple of 8 - the same bytes at any
     8-aligned offset of any body."""
-    return bytes(memoryview(Marshaller(GMO_SIGNATURE, [{path: obj}]).marshall())[8:])
+    return bytes(memoryview(dbusfix.marshal_body(GMO_SIGNATURE, [{path: obj}]))[8:])
 
 
 def join_entries(entries) -> bytes:
@@ -116,13 +118,15 @@ def join_entries(entries) -> bytes:
 
 def frame_reply(reply: Message, body: bytes, negotiate_unix_fd: bool = False) -> bytearray:
     """The wire bytes of `reply` (a method return with signature GMO_SIGNATURE, serial set) with
-    `body` as its already-marshalled body. The header is the library's own: that of the same
-    reply with an empty array as body (8 bytes: length 0 and padding), whose body length is then
+    `body` as its already-marshalled body. The header is the library's own (dbusfix's where the
+    library marshals strings wrongly, as 1.84 does): that of the same reply with an empty array
+    as body (8 bytes: length 0 and padding), whose body length is then
     set to the real one. Raises ValueError if the library's bytes do not look like that."""
-    head = Message(message_type=MessageType.METHOD_RETURN, flags=reply.flags,
-                   reply_serial=reply.reply_serial, destination=reply.destination,
-                   signature=GMO_SIGNATURE, body=[{}], serial=reply.serial,
-                   validate=False)._marshall(negotiate_unix_fd)
+    head = dbusfix.marshall_message(Message(
+        message_type=MessageType.METHOD_RETURN, flags=reply.flags,
+        reply_serial=reply.reply_serial, destination=reply.destination,
+        signature=GMO_SIGNATURE, body=[{}], serial=reply.serial, validate=False),
+        negotiate_unix_fd)
     if (len(head) < 24 or len(head) % 8 or head[0:1] != b"l"
             or bytes(head[4:8]) != (8).to_bytes(4, "little") or bytes(head[-8:]) != bytes(8)):
         raise ValueError("unexpected header layout from dbus-fast")
@@ -145,7 +149,7 @@ class PremarshalledReply(Message):
             return frame_reply(self, self.raw_body, negotiate_unix_fd)
         except Exception as e:  # noqa: BLE001 - the plain reply is always right
             log.warning("GetManagedObjects: cannot send the cached reply (%s); marshalling it", e)
-            return Message._marshall(self, negotiate_unix_fd)
+            return dbusfix.marshall_message(self, negotiate_unix_fd)
 
 
 def _fast_path_works() -> bool:
@@ -163,7 +167,8 @@ def _fast_path_works() -> bool:
                               serial=7)
     fast.raw_body = join_entries(marshal_entry(p, o) for p, o in objs.items())
     try:
-        return bytes(frame_reply(fast, fast.raw_body)) == bytes(plain._marshall(False))
+        return bytes(frame_reply(fast, fast.raw_body)) == \
+            bytes(dbusfix.marshall_message(plain, False))
     except Exception:  # noqa: BLE001 - then the fast path is off
         return False
 

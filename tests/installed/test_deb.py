@@ -8,8 +8,8 @@ passes `systemd-analyze verify`; polkitd (activated the same way) knows the acti
 This machine is also the development machine: the package keeps its Python modules private
 (/usr/share/sanbusd, on sys.path only in the installed launchers), so the checkout's venv still
 imports the checkout, before, during and after. The activated daemon runs on this machine's /sys
-(the kernel backend: no SCSI here, but the Manager answers): no setting selects the simulated SAN
-from the configuration file or the environment.
+(the kernel backend: no SCSI here, but the Manager answers); test_roundtrip.py runs it on the
+simulated SAN, chosen in the configuration file.
 """
 
 from __future__ import annotations
@@ -293,10 +293,6 @@ def test_a_broken_config_file_gives_the_clear_error(installed, bus):
         CONF.write_bytes(installed["conf"])
 
 
-@pytest.mark.xfail(strict=True, reason="sanbusd/bus/tree.py imports "
-                   "dbus_fast._private.constants.MAX_MESSAGE_SIZE, which Debian 12's "
-                   "python3-dbus-fast 1.84 does not have: the installed daemon cannot start "
-                   "with Debian's own dbus-fast (strict: passes, and so fails here, once fixed)")
 def test_debians_dbus_fast(installed):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     r = run(["/usr/bin/python3", "-c", "import dbus_fast, importlib.metadata as m; "

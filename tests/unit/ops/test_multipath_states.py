@@ -2,7 +2,6 @@
 few maps one by one, many in one answer; a multipathd that does not answer is left alone for a
 while (kernel events must keep flowing); the poller's compact path states against a record."""
 
-import time
 
 from sanbusd.backend.multipathd import MultipathdAbsent, MultipathdTimeout
 from sanbusd.model.multipath import (UNKNOWN, MapStatus, PathStatus, parse_path_states)
