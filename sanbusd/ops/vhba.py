@@ -197,6 +197,9 @@ class VhbaOps:
         if req.wwpn in self.wwns_in_use(inv):
             raise errors.AlreadyExists(f"WWPN {req.wwpn} is already a port here; choose another, "
                                        "or leave wwpn out to have one generated")
+        if req.persistent and self.records.broken:
+            # Nothing is made that could not be recorded.
+            raise errors.Failed(self.records.broken)
         job = self.jobs.start("vhba-create", [("host", req.parent)], uid, cancelable=False)
         try:
             wwpn = await self._create(req, uid)
@@ -234,7 +237,14 @@ class VhbaOps:
         if req.persistent:
             parent = self.state.inventory.hosts.get(req.parent)
             assert parent is not None and parent.fc is not None
-            self.records.add(VhbaRecord(req.wwpn, req.wwnn, parent.fc.wwnn, parent.fc.wwpn))
+            try:
+                self.records.add(VhbaRecord(req.wwpn, req.wwnn, parent.fc.wwnn,
+                                            parent.fc.wwpn))
+            except errors.SanError:
+                # A vHBA asked to be persistent that cannot be recorded is not left behind.
+                log.info("vHBA %s could not be recorded; deleting it again", req.wwpn)
+                await self._cleanup(req, v)
+                raise
             self.on_records()
         log.info("vHBA %s (WWNN %s) on host%d: %s", req.wwpn, req.wwnn, req.parent,
                  v.state if v else "Initializing")

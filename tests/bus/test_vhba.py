@@ -256,6 +256,31 @@ def test_a_corrupt_record_file_is_never_overwritten(system_bus, tmp_path):
         assert r.stderr.startswith("org.example.SanStorage.Error.Failed: ")
         assert "cannot be used" in r.stderr
         assert (state / "vhbas.json").read_text() == '{"vhbas": [{"wwpn": '
+        # Nothing was made that could not be recorded.
+        assert not [w for w in d.writes() if w["path"].endswith("vport_create")]
+        assert "5001a4a000000071" not in busctl(d, "tree", "org.example.SanStorage").stdout
+    finally:
+        assert d.stop() == 0
+
+
+def test_a_persistent_vhba_that_cannot_be_recorded_is_not_left_behind(system_bus, tmp_path):
+    """The state directory becomes unusable while sanbusd runs (a file where it should be):
+    CreateVhba(persistent) answers Failed saying so, and the vHBA it made is deleted again."""
+    state = tmp_path / "state"
+    state.mkdir()
+    d = start_daemon(system_bus, tmp_path, npiv_fabric(tmp_path / "f.toml"),
+                     extra=["--state-dir", str(state / "sub")])
+    try:
+        state.rmdir()
+        state.write_text("not a directory")
+        r = create(d, "wwpn", "s", "5001a4a000000072", "persistent", "b", "true")
+        assert r.stderr.startswith("org.example.SanStorage.Error.Failed: "), r
+        assert "check the state directory" in r.stderr
+        wait_until(lambda: "5001a4a000000072" not in busctl(
+            d, "tree", "org.example.SanStorage").stdout, what="the vHBA deleted again")
+        deletes = [w for w in d.writes() if w["path"].endswith("vport_delete")]
+        assert deletes and "5001a4a000000072" in deletes[-1]["data"], deletes
+        assert "Traceback" not in d.log()
     finally:
         assert d.stop() == 0
 
