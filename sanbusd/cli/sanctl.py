@@ -95,6 +95,13 @@ def render_status(objs: dict) -> str:
         out += ["", "FC remote ports"]
         out.append(table(rports, ["HOST", "RPORT", "WWPN", "WWNN", "PORT ID", "ROLES", "STATE",
                                   "TARGET"]))
+    sessions = sorted((o[IF + "IscsiSession"] for o in objs.values() if IF + "IscsiSession" in o),
+                      key=lambda s: int(s["Name"].removeprefix("session") or 0))
+    if sessions:
+        out += ["", "iSCSI sessions"]
+        out.append(table([[s["Name"], s["Host"].rsplit("/", 1)[-1] if s["Host"] != "/" else "-",
+                           s["TargetName"], s["Portal"] or "-", s["State"]] for s in sessions],
+                         ["SESSION", "HOST", "TARGET", "PORTAL", "STATE"]))
     if vhbas:
         out += ["", "NPIV vHBAs"]
         out.append(table([[v["Name"], v["WWPN"], v["WWNN"], v["Parent"].rsplit("/", 1)[-1],
