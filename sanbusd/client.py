@@ -54,7 +54,7 @@ def options(**values: Any) -> dict[str, Variant]:
 
 
 _OPTION_TYPES = {"luns": "at", "hosts": "ao", "channel": "u", "target": "u", "timeout": "u",
-                 "force": "b", "auth_no_user_interaction": "b"}
+                 "force": "b", "auth_no_user_interaction": "b", "wwids": "as"}
 
 
 def _guess(value: Any) -> str:

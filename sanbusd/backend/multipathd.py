@@ -18,7 +18,8 @@ import socket
 import struct
 import time
 
-from ..model.multipath import MapStatus, parse_map_json, parse_maps_json
+from ..model.multipath import (PATHS_COMMAND, STATES_COMMAND, MapStatus, parse_map_json,
+                               parse_maps_json, parse_path_states, parse_paths_raw)
 
 REAL_SOCKET = "@/org/kernel/linux/storage/multipathd"
 MAX_REPLY = 32 * 1024 * 1024        # multipathd's own MAX_REPLY_LEN
@@ -158,6 +159,15 @@ class MultipathdClient:
         if reply in ("fail", ""):
             return None
         return self._parse(parse_map_json, reply)
+
+    def paths(self, timeout: float | None = None) -> dict[str, str]:
+        """{sdX: WWID as multipath groups it} of every path multipathd has (blacklisted
+        ones are not its)."""
+        return self._parse(parse_paths_raw, self.command(PATHS_COMMAND, timeout))
+
+    def path_states(self, timeout: float | None = None) -> dict[str, tuple[str, str, str]]:
+        """{sdX: (dm state, checker state, device state)}: compact, for polling."""
+        return self._parse(parse_path_states, self.command(STATES_COMMAND, timeout))
 
     def running(self, timeout: float | None = None) -> str:
         return self.command("show daemon", timeout)

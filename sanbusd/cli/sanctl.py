@@ -456,14 +456,9 @@ async def cmd_mpath_list(args: argparse.Namespace) -> int:
 
 async def cmd_mpath_create_all(args: argparse.Namespace) -> int:
     bus = await connect(args.bus)
-    options: dict[str, Variant] = {}
-    if args.wwid:
-        options["wwids"] = Variant("as", args.wwid)
-    if args.all_eligible:
-        options["all_eligible"] = Variant("b", True)
-    _opt(options, "timeout", "u", args.timeout)
-    if args.no_user_interaction:
-        options["auth.no_user_interaction"] = Variant("b", True)
+    options = client.options(wwids=args.wwid, all_eligible=args.all_eligible or None,
+                             timeout=args.timeout,
+                             auth_no_user_interaction=args.no_user_interaction or None)
     (made,) = await call(bus, ROOT + "/Manager", IF + "Manager", "CreateAllMultipathMaps",
                          "a{sv}", [options], timeout=(args.timeout or 60) + 120)
     objs = await managed_objects(bus)
@@ -478,13 +473,9 @@ async def cmd_mpath_create_all(args: argparse.Namespace) -> int:
 async def cmd_mpath_flush(args: argparse.Namespace) -> int:
     bus = await connect(args.bus)
     path = await _find_map(bus, args.map)
-    options: dict[str, Variant] = {}
-    if args.deferred:
-        options["deferred"] = Variant("b", True)
-    if args.remove_paths:
-        options["remove_paths"] = Variant("b", True)
-    if args.no_user_interaction:
-        options["auth.no_user_interaction"] = Variant("b", True)
+    options = client.options(deferred=args.deferred or None,
+                             remove_paths=args.remove_paths or None,
+                             auth_no_user_interaction=args.no_user_interaction or None)
     await call(bus, path, IF + "MultipathMap", "Flush", "a{sv}", [options], timeout=180)
     bus.disconnect()
     print(f"map {args.map} flushed" + (" (or removed when its last user closes it)"
@@ -532,6 +523,11 @@ async def cmd_mpath_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _no_user_interaction(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-user-interaction", action="store_true",
+                   help="fail instead of asking for authentication")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sanctl", description="Show and manage SAN storage through sanbusd "
@@ -556,8 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="only these LUN numbers, e.g. 27,28,29,53 or 27-29")
     sc.add_argument("--timeout", type=int, default=60, metavar="S",
                     help="seconds to wait for each host (default 60)")
-    sc.add_argument("--no-user-interaction", action="store_true",
-                    help="fail instead of asking for authentication")
+    _no_user_interaction(sc)
     sc.set_defaults(func=cmd_scan)
 
     vh = sub.add_parser("vhba", help="NPIV virtual HBAs: list, create, delete, keep",
@@ -582,15 +577,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="return after the login, without waiting for its LUNs")
     v.add_argument("--keep-failed", action="store_true",
                    help="keep a vHBA that does not log in (to look at it)")
-    v.add_argument("--no-user-interaction", action="store_true",
-                   help="fail instead of asking for authentication")
+    _no_user_interaction(v)
     v.set_defaults(func=cmd_vhba_create)
     v = vsub.add_parser("delete", help="delete a vHBA (its LUNs go with it)")
     v.add_argument("vhba", help="its WWPN or object path")
     v.add_argument("--force", action="store_true",
                    help="delete it even if a multipath map uses its LUNs")
-    v.add_argument("--no-user-interaction", action="store_true",
-                   help="fail instead of asking for authentication")
+    _no_user_interaction(v)
     v.set_defaults(func=cmd_vhba_delete)
     v = vsub.add_parser("persist", help="keep a vHBA across restarts (on), or stop (off)")
     v.add_argument("vhba", help="its WWPN or object path")
@@ -611,8 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also WWIDs with a single path")
     v.add_argument("--timeout", type=int, metavar="S",
                    help="seconds to wait for the maps to be ready (default 60)")
-    v.add_argument("--no-user-interaction", action="store_true",
-                   help="fail instead of asking for authentication")
+    _no_user_interaction(v)
     v.set_defaults(func=cmd_mpath_create_all)
     v = msub.add_parser("flush", help="remove a map through multipathd (its paths stay)")
     v.add_argument("map", help="its name (mpatha), WWID, /dev/mapper/NAME or object path")
@@ -620,8 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="if it is in use, remove it when its last user closes it")
     v.add_argument("--remove-paths", action="store_true",
                    help="then delete its SCSI paths too (retiring the LUN)")
-    v.add_argument("--no-user-interaction", action="store_true",
-                   help="fail instead of asking for authentication")
+    _no_user_interaction(v)
     v.set_defaults(func=cmd_mpath_flush)
     v = msub.add_parser("config", help="show or change the multipath settings sanbusd manages "
                         "(a drop-in under /etc/multipath/conf.d)")

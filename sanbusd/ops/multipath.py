@@ -25,9 +25,7 @@ from ..backend.base import Backend
 from ..backend.multipathd import (MultipathdAbsent, MultipathdClient, MultipathdError,
                                   MultipathdGarbage, MultipathdTimeout)
 from ..config import Settings
-from ..model.multipath import (PATHS_COMMAND, STATES_COMMAND, MapStatus, MultipathSettings,
-                               parse_dropin, parse_path_states,
-                               parse_paths_raw, render_dropin)
+from ..model.multipath import MapStatus, MultipathSettings, parse_dropin, render_dropin
 from ..model.ids import multipath_wwid
 from ..model.records import Dirty, MultipathMap, map_paths
 from ..persist import write_text
@@ -147,13 +145,6 @@ def _states_match(m: MultipathMap, states: dict[str, tuple[str, str, str]]) -> b
     return all(states.get(dev, seen.get(dev)) == seen.get(dev) for dev in m.slaves)
 
 
-def parse_states_checked(text: str) -> dict[str, tuple[str, str, str]]:
-    try:
-        return parse_path_states(text)
-    except ValueError as e:
-        raise MultipathdGarbage(str(e)) from None
-
-
 class MultipathOps:
     def __init__(self, backend: Backend, state: State, jobs: Jobs, settings: Settings,
                  client: MultipathdClient, lun_ops: LunOps) -> None:
@@ -225,8 +216,7 @@ class MultipathOps:
         inv = self.state.inventory
         try:
             if inv.maps:
-                states = parse_states_checked(await off_loop(
-                    self.client.command, STATES_COMMAND, None))
+                states = await off_loop(self.client.path_states)
             else:
                 await off_loop(self.client.running)
                 states = {}
@@ -244,8 +234,7 @@ class MultipathOps:
 
     async def candidates(self, wwids: list[str] | None, all_eligible: bool) -> dict[str, list[str]]:
         """WWID -> path devices, as multipathd groups paths, of the WWIDs to map."""
-        known = parse_paths_raw_checked(await self._ask(
-            self.client.command, PATHS_COMMAND, doing="listing paths"))
+        known = await self._ask(self.client.paths, doing="listing paths")
         by_wwid: dict[str, list[str]] = {}
         blocks = {lun.block for lun in self.state.inventory.luns.values() if lun.block}
         for dev, wwid in known.items():
@@ -483,10 +472,3 @@ class MultipathOps:
 
 def _excluded(s: MultipathSettings, wwid: str) -> bool:
     return wwid in s.exclude_wwids or bool(s.include_wwids) and wwid not in s.include_wwids
-
-
-def parse_paths_raw_checked(text: str) -> dict[str, str]:
-    try:
-        return parse_paths_raw(text)
-    except ValueError as e:
-        raise errors.Failed(f"listing paths: multipathd's answer could not be read ({e})") from None
