@@ -19,11 +19,11 @@ import select
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
+from sanbus_testing import wait_until
 from sanbusd.cli.sim import request as sim_request
 from sanbusd.sim.generate import small_fc_fabric
 from test_deb import (CONF, DAEMON, NEWEST_DBUS_FAST, SystemBus, deb, installed,  # noqa: F401
@@ -74,17 +74,6 @@ class ConfiguredBus(SystemBus):
         return json.loads(r.stdout)["data"]
 
 
-def wait_until(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not within {timeout:g} s")
-        time.sleep(0.1)
-
-
 @pytest.fixture
 def configured(installed):
     """(bus, work directory): the configuration file set to the simulated SAN in `work`; the
@@ -131,7 +120,7 @@ def test_idle_exit_and_reactivation_keep_rescan_suggested_and_a_persistent_vhba(
     # The SAN admin provisions a LUN: the storage reports changed LUN inventory.
     sim_request(str(work / "san"), {"command": "provision", "array": "arr", "luns": [27],
                                     "initiators": [PARENT], "size": "1G"})
-    wait_until(lambda: bus.prop(host, HOST_I, "RescanSuggested"), 20, "RescanSuggested")
+    wait_until(lambda: bus.prop(host, HOST_I, "RescanSuggested"), 20, what="RescanSuggested")
 
     # A persistent vHBA on that port.
     r = bus.busctl("call", BUS_NAME, f"{ROOT}/Manager", "org.example.SanStorage.Manager",
@@ -141,8 +130,8 @@ def test_idle_exit_and_reactivation_keep_rescan_suggested_and_a_persistent_vhba(
     assert [v["wwpn"] for v in records["vhbas"]] == [VHBA]
 
     # Idle (no call, no job, no ObjectManager client: busctl has gone): it exits by itself.
-    wait_until(lambda: not bus.owned(), EXIT_WAIT, "sanbusd's idle exit")
-    wait_until(lambda: not Path(f"/proc/{first}").exists(), 10, f"pid {first} to end")
+    wait_until(lambda: not bus.owned(), EXIT_WAIT, what="sanbusd's idle exit")
+    wait_until(lambda: not Path(f"/proc/{first}").exists(), 10, what=f"pid {first} to end")
     assert (work / "san" / "run" / "state.json").is_file()     # what only its memory had
 
     # The next call starts it again: nothing lost.
@@ -166,14 +155,14 @@ def test_a_simulation_setting_that_cannot_work_fails_the_activation_clearly(conf
     r = bus.busctl("call", BUS_NAME, ROOT, "org.freedesktop.DBus.ObjectManager",
                    "GetManagedObjects", check=False)
     assert r.returncode != 0
-    wait_until(lambda: "cannot start:" in bus.log.read_text(), 10, "the log line")
+    wait_until(lambda: "cannot start:" in bus.log.read_text(), 10, what="the log line")
     assert ("cannot start: /etc/sanbusd/sanbusd.conf: [simulation] fabric must be an absolute "
             "path, not 'fabric.toml'") in bus.log.read_text()
     CONF.write_text(f'[simulation]\nfabric = "{work}/absent.toml"\ndir = "{work}/san"\n')
     r = bus.busctl("call", BUS_NAME, ROOT, "org.freedesktop.DBus.ObjectManager",
                    "GetManagedObjects", check=False)
     assert r.returncode != 0
-    wait_until(lambda: f"{work}/absent.toml" in bus.log.read_text(), 10, "the log line")
+    wait_until(lambda: f"{work}/absent.toml" in bus.log.read_text(), 10, what="the log line")
     log = bus.log.read_text()
     assert log.count("cannot start:") == 2 and "Traceback" not in log, log
     assert not bus.owned()
