@@ -3,11 +3,15 @@
 # (packaging/debian/rules) and by the installed-mode tests.
 #
 #   packaging/install.sh [--destdir DIR] [--prefix /usr] [--python /usr/bin/python3]
-#                        [--unitdir DIR] [--man-python PYTHON] [--no-compile] [--list]
+#                        [--unitdir DIR] [--man-python PYTHON] [--no-compile]
+#                        [--no-cockpit | --cockpit-only] [--list]
 #
 # DESTDIR (default: none, i.e. /) is prepended to every path; PREFIX (default /usr) places the
-# program. What goes where, with PREFIX=/usr:
+# program. Two parts, packaged apart (Debian's sanbusd and cockpit-sanbusd, the spec's sanbusd
+# and cockpit-sanbusd): the service, and the Cockpit page. --no-cockpit installs the service
+# alone, --cockpit-only the page alone. What goes where, with PREFIX=/usr:
 #
+# The service:
 #   /usr/libexec/sanbusd/sanbusd        the daemon. Not in /usr/bin or /usr/sbin: nobody runs it by
 #                                       hand; D-Bus activation and systemd start it (as udisksd,
 #                                       polkitd, ...). Users run sanctl.
@@ -31,13 +35,23 @@
 #                                       kept; the daemon reads only this path)
 #   /usr/share/man/man1/sanctl.1, man5/sanbusd.conf.5, man8/sanbusd.8   generated from the
 #                                       parsers and data/sanbusd.conf (sanbusd/cli/man.py)
+# The Cockpit page:
+#   /usr/share/cockpit/sanbusd/         the "SAN storage" page: cockpit/dist, as cockpit/build.sh
+#                                       builds it (cockpit/src's files and the PatternFly CSS and
+#                                       fonts it loads), files 644, directories 755, replacing
+#                                       what an earlier install put there. Built first if
+#                                       cockpit/dist is missing (that needs npm, and the network
+#                                       once); after changing cockpit/src, run cockpit/build.sh
+#                                       (setup-dev.sh does). cockpit-bridge reads it from any
+#                                       $XDG_DATA_DIRS/cockpit, so /usr/local works too.
 #
 # The man pages are made by running the programs' own parsers, which import dbus_fast and pyudev:
 # --man-python names a Python that has them (default: --python, e.g. .venv/bin/python in a
 # checkout whose system Python lacks them).
 #
 # (*) dbus-daemon and polkitd read these only under /usr/share (or /etc): they go there whatever
-# the PREFIX. --list prints the installed paths (relative to DESTDIR) and installs nothing.
+# the PREFIX. --list prints the installed paths (relative to DESTDIR) and installs nothing (nor
+# builds: without cockpit/dist it lists cockpit/src's files and the directory patternfly/).
 set -euo pipefail
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 DESTDIR=${DESTDIR:-}
@@ -47,6 +61,7 @@ MANPYTHON=
 UNITDIR=
 COMPILE=1
 LIST=0
+PARTS=all        # all | service | cockpit
 while [ $# -gt 0 ]; do
   case "$1" in
     --destdir) DESTDIR=$2; shift 2 ;;
@@ -60,6 +75,8 @@ while [ $# -gt 0 ]; do
     --unitdir) UNITDIR=$2; shift 2 ;;
     --unitdir=*) UNITDIR=${1#*=}; shift ;;
     --no-compile) COMPILE=0; shift ;;
+    --no-cockpit) PARTS=service; shift ;;
+    --cockpit-only) PARTS=cockpit; shift ;;
     --list) LIST=1; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "install.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
@@ -80,8 +97,19 @@ MANDIR=$PREFIX/share/man
 POLICYDIR=/usr/share/dbus-1/system.d
 POLKITDIR=/usr/share/polkit-1/actions
 CONFDIR=/etc/sanbusd
+COCKPITDIR=$PREFIX/share/cockpit/sanbusd
+PAGE=$TOP/cockpit/dist
 
 if [ "$LIST" = 1 ]; then
+  if [ "$PARTS" != service ]; then
+    if [ -f "$PAGE/manifest.json" ]; then
+      (cd "$PAGE" && find . -type f | sort | sed "s|^\./|$COCKPITDIR/|")
+    else
+      (cd "$TOP/cockpit/src" && find . -type f | sort | sed "s|^\./|$COCKPITDIR/|")
+      echo "$COCKPITDIR/patternfly/"
+    fi
+  fi
+  [ "$PARTS" = cockpit ] && exit 0
   (cd "$TOP" && find sanbusd -name '*.py' | sort | sed "s|^|$PYDIR/|")
   (cd "$TOP/data" && ls fabrics/*.toml | sed "s|^|$DATADIR/|")
   printf '%s\n' "$LIBEXEC/sanbusd" "$LIBEXEC/sanbusd-sim" "$BINDIR/sanctl" \
@@ -93,6 +121,25 @@ if [ "$LIST" = 1 ]; then
 fi
 
 D=$DESTDIR
+
+# The Cockpit page first: when it cannot be built (no npm), fail before installing anything.
+if [ "$PARTS" != service ]; then
+  if [ ! -f "$PAGE/manifest.json" ]; then
+    echo "install.sh: cockpit/dist is missing: building it with cockpit/build.sh" \
+      "(--no-cockpit skips the page)"
+    bash "$TOP/cockpit/build.sh" "$PAGE"
+  fi
+  # The directory is the page's alone: replaced whole, so no file of an older build stays
+  # served.
+  rm -rf "$D$COCKPITDIR"
+  (cd "$PAGE" && find . -type d) | while read -r d; do install -d -m755 "$D$COCKPITDIR/$d"; done
+  (cd "$PAGE" && find . -type f) | while read -r f; do
+    install -m644 "$PAGE/$f" "$D$COCKPITDIR/$f"
+  done
+  echo "install.sh: installed the Cockpit page in ${DESTDIR:-}$COCKPITDIR"
+  [ "$PARTS" = cockpit ] && exit 0
+fi
+
 install -d "$D$LIBEXEC" "$D$BINDIR" "$D$DATADIR/fabrics" "$D$SERVICEDIR" "$D$UNITDIR" \
   "$D$POLICYDIR" "$D$POLKITDIR" "$D$CONFDIR" "$D$MANDIR/man1" "$D$MANDIR/man5" "$D$MANDIR/man8"
 

@@ -1,8 +1,9 @@
 #!/bin/bash
 # Set up a Debian 12 machine (as root) to run sanbusd from this checkout: Debian packages, a
-# virtualenv in .venv with the project installed, sanbusd's polkit actions, and (with --tests)
-# the test users and the sanadmin rules.d rule the tests check against. Safe to run again: it
-# only does what is missing.
+# virtualenv in .venv with the project installed, sanbusd's polkit actions, the Cockpit page
+# built (cockpit/dist), and (with --tests) the test users, the sanadmin rules.d rule the tests
+# check against and what the page's browser test runs. Safe to run again: it only does what is
+# missing.
 set -euo pipefail
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 WITH_TESTS=0
@@ -22,6 +23,16 @@ PKGS="dbus-daemon dbus-bin libglib2.0-bin gir1.2-glib-2.0 polkitd systemd python
       procps libvirt-daemon libvirt-clients
       dpkg-dev build-essential debhelper dh-python python3-dbus-fast python3-pyudev rpm groff-base man-db
       python3-pytest python3-pytest-timeout"
+# npm: cockpit/build.sh fetches PatternFly with it. Debian's npm only where no npm is on PATH
+# already (nodesource's nodejs, for one, brings its own, and Debian's npm would conflict with it).
+command -v npm >/dev/null || PKGS="$PKGS npm"
+# The Cockpit page's browser test: cockpit-ws serves the page (cockpit-bridge loads it,
+# cockpit-system is the shell around it), chromium + chromium-driver run it under
+# python3-selenium, sudo lets the logged-in user's bridge gain root as Cockpit's admin mode does.
+if [ "$WITH_TESTS" = 1 ]; then
+  PKGS="$PKGS cockpit-ws cockpit-bridge cockpit-system chromium chromium-driver python3-selenium
+        sudo"
+fi
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
@@ -30,6 +41,13 @@ if [ -n "$missing" ]; then
   echo "setup: installing Debian packages:$missing"
   apt-get -o DPkg::Lock::Timeout=900 update -qq
   apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+# The Cockpit page: built when missing, or older than its sources or the PatternFly version that
+# package-lock.json pins (the deb and the tests install cockpit/dist as it is).
+if [ ! -f "$TOP/cockpit/dist/manifest.json" ] || [ -n "$(find "$TOP/cockpit/src" \
+     "$TOP/cockpit/package-lock.json" -newer "$TOP/cockpit/dist" -print -quit)" ]; then
+  bash "$TOP/cockpit/build.sh"
 fi
 
 # Debian's python3 (3.11), so that Debian's compiled bindings (gi, systemd, libvirt, dbus) load.

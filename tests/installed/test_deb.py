@@ -5,6 +5,11 @@ a private bus configured with the standard system.d and system-services director
 passes `systemd-analyze verify`; polkitd (activated the same way) knows the actions; a broken
 /etc/sanbusd/sanbusd.conf gives the clear error; dpkg -r / -P remove what it installed.
 
+The second binary package, cockpit-sanbusd, is the Cockpit page: its contents are checked in the
+.deb (the page's files, PatternFly's CSS and only the fonts it loads, every url() of its CSS a
+file it ships, its manifest's condition a file sanbusd ships), then it is installed beside
+sanbusd, cockpit-bridge (run as a user) lists it, and it is purged again.
+
 This machine is also the development machine: the package keeps its Python modules private
 (/usr/share/sanbusd, on sys.path only in the installed launchers), so the checkout's venv still
 imports the checkout, before, during and after. The activated daemon runs on this machine's /sys
@@ -14,7 +19,9 @@ simulated SAN, chosen in the configuration file.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -45,13 +52,21 @@ def run(cmd, timeout=120, check=True, **kw) -> subprocess.CompletedProcess:
     return r
 
 
-def is_installed() -> bool:
-    r = run(["dpkg-query", "-W", "-f=${Status}", "sanbusd"], check=False)
-    return "ok installed" in r.stdout or "config-files" in r.stdout
+COCKPIT_PAGE = Path("/usr/share/cockpit/sanbusd")
+# cockpit-sanbusd depends on sanbusd: removed first, or together
+PACKAGES = ("cockpit-sanbusd", "sanbusd")
+CSS_URL = re.compile(r"""url\(\s*(?:"([^"]*)"|'([^']*)'|([^'")\s]*))\s*\)""")
+
+
+def is_installed(package: str = "sanbusd") -> bool:
+    """Installed, or left with its configuration files or half-installed: what purge removes."""
+    r = run(["dpkg-query", "-W", "-f=${Status}", package], check=False)
+    return r.returncode == 0 and r.stdout != "" and "not-installed" not in r.stdout
 
 
 def purge() -> None:
-    run(["dpkg", "--purge", "sanbusd"], check=False, timeout=300)
+    # dpkg warns about a package that is not installed and purges the others
+    run(["dpkg", "--purge", *PACKAGES], check=False, timeout=300)
 
 
 def restore_dev_polkit_file() -> None:
@@ -71,15 +86,39 @@ def checkout_import_path(cwd: str = "/") -> str:
 def deb(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("deb")
     r = run(["bash", str(TOP / "packaging/build-deb.sh"), str(out)], timeout=600)
-    path = Path(r.stdout.strip().splitlines()[-1])
+    *_, cockpit, path = map(Path, r.stdout.strip().splitlines())
     assert path.is_file() and path.suffix == ".deb"
     assert (out / path.name.replace("_all.deb", ".dsc")).is_file()   # the source package too
+    assert cockpit == out / ("cockpit-" + path.name) and cockpit.is_file()
     return path
 
 
 @pytest.fixture(scope="module")
+def cockpit_deb(deb) -> Path:
+    return deb.parent / ("cockpit-" + deb.name)
+
+
+@pytest.fixture(scope="module")
+def cockpit_page(cockpit_deb, tmp_path_factory) -> Path:
+    """The page's directory, unpacked from the .deb (nothing installed)."""
+    root = tmp_path_factory.mktemp("cockpit-deb")
+    run(["dpkg-deb", "-x", str(cockpit_deb), str(root)])
+    return root / str(COCKPIT_PAGE).lstrip("/")
+
+
+def deb_listing(path: Path) -> dict[str, str]:
+    """{installed path: mode string} of a .deb's data (dpkg-deb -c)."""
+    listing = {}
+    for line in run(["dpkg-deb", "-c", str(path)]).stdout.splitlines():
+        mode, owner, _size, _date, _time, name = line.split(None, 5)
+        assert owner == "root/root", line
+        listing["/" + name.split(" -> ")[0].removeprefix("./").rstrip("/")] = mode   # "./" is "/"
+    return listing
+
+
+@pytest.fixture(scope="module")
 def installed(deb):
-    if is_installed():                  # left over from an interrupted run
+    if any(map(is_installed, PACKAGES)):    # left over from an interrupted run
         purge()
     r = run(["dpkg", "-i", str(deb)], check=False, timeout=300)
     if r.returncode != 0:               # missing dependencies: let apt bring them
@@ -91,7 +130,7 @@ def installed(deb):
         yield {"files": run(["dpkg", "-L", "sanbusd"]).stdout.split("\n"),
                "conf": original_conf}
     finally:
-        if is_installed():
+        if any(map(is_installed, PACKAGES)):
             purge()
         restore_dev_polkit_file()
 
@@ -300,6 +339,76 @@ def test_debians_dbus_fast(installed):
     assert r.stdout.startswith("1.")                        # Debian 12's
     r = run([DAEMON, "--check-config"], check=False, env=env, cwd="/")
     assert r.returncode == 0, r.stderr
+
+
+def test_the_cockpit_package_holds_the_page_and_nothing_else(cockpit_deb, deb):
+    fields = run(["dpkg-deb", "-f", str(cockpit_deb), "Package", "Architecture", "Depends"]).stdout
+    assert "Package: cockpit-sanbusd\n" in fields and "Architecture: all\n" in fields
+    version = deb.name.split("_")[1]
+    assert "cockpit-bridge (>= 286)" in fields and f"sanbusd (= {version})" in fields, fields
+    listing = deb_listing(cockpit_deb)
+    page = {p: m for p, m in listing.items() if p.startswith(str(COCKPIT_PAGE) + "/")}
+    others = {p for p in listing if not p.startswith(("/usr/share/cockpit/sanbusd",
+                                                      "/usr/share/doc/cockpit-sanbusd"))}
+    assert others <= {"/", "/usr", "/usr/share", "/usr/share/cockpit", "/usr/share/doc"}, others
+    for path in ("manifest.json", "index.html", "patternfly/patternfly.min.css"):
+        assert f"{COCKPIT_PAGE}/{path}" in page, path
+    fonts = [p for p in page if p.endswith((".woff2", ".woff", ".ttf", ".otf"))]
+    assert any("/patternfly/assets/fonts/" in f for f in fonts)
+    assert all(f.endswith(".woff2") for f in fonts), fonts       # only what a browser loads
+    for path, mode in page.items():
+        assert mode == ("drwxr-xr-x" if mode.startswith("d") else "-rw-r--r--"), (path, mode)
+    # sanbusd's package holds none of it
+    assert not [p for p in deb_listing(deb) if p.startswith("/usr/share/cockpit")]
+
+
+def test_every_url_in_the_pages_css_is_a_file_it_ships(cockpit_page):
+    css_files = sorted(cockpit_page.rglob("*.css"))
+    assert cockpit_page / "patternfly/patternfly.min.css" in css_files
+    named = 0
+    for css in css_files:
+        for m in CSS_URL.finditer(css.read_text(encoding="utf-8")):
+            url = next(g for g in m.groups() if g is not None)
+            if url.startswith(("data:", "#")):       # inline data; an element of the document
+                continue
+            assert not re.match(r"[A-Za-z][A-Za-z0-9+.-]*:|/", url), f"{css}: url({url})"
+            target = (css.parent / re.split(r"[?#]", url)[0]).resolve()
+            assert target.is_relative_to(cockpit_page.resolve()) and target.is_file(), \
+                f"{css.relative_to(cockpit_page)}: url({url}) is not shipped"
+            named += 1
+    assert named > 10                                    # the fonts at least
+
+
+def test_the_pages_condition_is_a_file_sanbusd_ships(cockpit_page, deb):
+    manifest = json.loads((cockpit_page / "manifest.json").read_text())
+    paths = [c["path-exists"] for c in manifest["conditions"] if "path-exists" in c]
+    assert paths, manifest.get("conditions")
+    listing = deb_listing(deb)
+    for path in paths:
+        assert listing.get(path, "").startswith("-"), f"{path}: not a file of sanbusd's package"
+
+
+def test_cockpit_bridge_lists_the_installed_page(installed, cockpit_deb):
+    assert shutil.which("cockpit-bridge"), "no cockpit-bridge: packaging/setup-dev.sh --tests"
+
+    def listed() -> dict[str, str]:
+        # as a user, as Cockpit runs the bridge for whoever logs in
+        r = run(["runuser", "-u", "nobody", "--", "cockpit-bridge", "--packages"], cwd="/")
+        return {line.split()[0]: line for line in r.stdout.splitlines() if line.strip()}
+
+    assert "sanbusd" not in listed()
+    try:
+        run(["dpkg", "-i", str(cockpit_deb)], timeout=300)
+        assert run(["dpkg-query", "-W", "-f=${Status}", "cockpit-sanbusd"]).stdout \
+            == "install ok installed"
+        page = listed().get("sanbusd")
+        assert page is not None, "cockpit-bridge does not list the page"
+        assert "SAN storage" in page and page.rstrip().endswith(str(COCKPIT_PAGE)), page
+    finally:
+        run(["dpkg", "--purge", "cockpit-sanbusd"], timeout=300)
+    assert not is_installed("cockpit-sanbusd") and not COCKPIT_PAGE.exists()
+    assert "sanbusd" not in listed()
+    assert is_installed("sanbusd")                       # the service stays, for the tests below
 
 
 def test_remove_and_purge_take_away_what_it_installed(installed):
