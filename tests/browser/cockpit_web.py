@@ -166,13 +166,17 @@ class Browser:
         d.find_element(By.ID, "login-button").click()
         self.wait(lambda: d.find_elements(By.CSS_SELECTOR, "#content iframe"), "the shell")
 
-    def open_page(self, options: str = "") -> float:
-        """Open "SAN storage" in the shell and switch into its iframe; returns the seconds from
-        navigation until the page says it is ready."""
+    def open_page(self, options: str = "", from_menu: bool = False) -> float:
+        """Open "SAN storage" and switch into its iframe: by its URL (the shell loads afresh),
+        or as a user does, by clicking it in the shell's menu. Returns the seconds until the
+        page says it is ready."""
         d = self.driver
         d.switch_to.default_content()
         t = time.monotonic()
-        d.get(f"{self.base}/{PKG}" + (f"#/?{options}" if options else ""))
+        if from_menu:
+            self.click("xpath://nav//a[normalize-space(.)='SAN storage']")
+        else:
+            d.get(f"{self.base}/{PKG}" + (f"#/?{options}" if options else ""))
         frame = self.wait(lambda: d.find_elements(
             By.CSS_SELECTOR, f"iframe[name='cockpit1:localhost/{PKG}']"), "the page's iframe")[0]
         d.switch_to.frame(frame)
@@ -217,7 +221,12 @@ class Browser:
         el.clear()
         el.send_keys(text)
 
-    def screenshot(self, name: str) -> Path:
+    def screenshot(self, name: str, show: str | None = None) -> Path:
+        """The whole window, shell and page; `show` scrolls that element to the top first."""
+        if show is not None:
+            self.driver.execute_script(     # its card, heading included
+                "(arguments[0].closest('.pf-c-card, section') || arguments[0])"
+                ".scrollIntoView({block: 'start'})", self.one(show))
         self.shots.mkdir(parents=True, exist_ok=True)
         path = self.shots / f"{name}.png"
         self.driver.save_screenshot(str(path))

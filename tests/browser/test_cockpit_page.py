@@ -71,7 +71,7 @@ def test_port_down_shows_live_and_multipath_maps_are_made_and_flushed(browser, w
     b.wait(lambda: len(b.css("#maps tbody[data-map]")) == 3, "three maps (LUN 0, 1, 2)")
     b.wait(lambda: all(e.text.lower() == "healthy" for e in b.css("#maps tbody[data-map] .health")),
            "every map healthy")
-    b.screenshot("04-maps-created")
+    b.screenshot("04-maps-created", show="#maps")
 
     # Fabric A's array port leaves the fabric: its remote port and the maps change, no reload.
     daemon.sim({"command": "port-down", "wwpn": ARRAY_PORT_A})
@@ -82,7 +82,7 @@ def test_port_down_shows_live_and_multipath_maps_are_made_and_flushed(browser, w
     b.wait(lambda: b.css("#maps .health")
            and all(e.text.lower() == "degraded" for e in b.css("#maps tbody[data-map] .health")),
            "every map degraded")
-    b.screenshot("05-port-down")
+    b.screenshot("05-port-down", show="#maps")
     daemon.sim({"command": "port-up", "wwpn": ARRAY_PORT_A})
     b.wait(lambda: all(e.text.lower() == "healthy" for e in b.css("#maps tbody[data-map] .health")),
            "every map healthy again", timeout=30)
@@ -93,7 +93,7 @@ def test_port_down_shows_live_and_multipath_maps_are_made_and_flushed(browser, w
     b.click("#confirm-submit")
     b.wait(lambda: not b.css(f"#maps tbody[data-map='{first}']"), f"map {first} gone")
     assert len(b.css("#maps tbody[data-map]")) == 2
-    b.screenshot("06-map-flushed")
+    b.screenshot("06-map-flushed", show="#maps")
     names = {m["name"] for m in daemon.sim({"command": "status"})["maps"]}
     assert first not in names and len(names) == 2
 
@@ -110,7 +110,7 @@ def test_admin_creates_and_deletes_a_vhba(browser, web_users, daemon):
     row = "#vhbas tr[data-vhba='5001a4a0aa0000f2']"
     b.wait(lambda: b.css(row), "the new vHBA listed")
     b.wait(lambda: "host2" in b.text(row), "its parent host2")
-    b.screenshot("07-vhba-created")
+    b.screenshot("07-vhba-created", show="#vhbas")
 
     b.click(f"{row} button.delete-vhba")
     b.click("#confirm-submit")

@@ -34,7 +34,9 @@ def timed(b, action, pred, what: str) -> float:
 def test_16384_lun_paths_render_and_stay_responsive(browser, web_users, big_daemon):
     b = browser
     b.login(web_users["admin"])
-    wall = b.open_page()
+    # As a user does: the shell's Overview first, then "SAN storage" in its menu.
+    b.wait(lambda: b.css("iframe[name='cockpit1:localhost/system']"), "the Overview")
+    wall = b.open_page(from_menu=True)
     first = b.driver.execute_script("return window.sanPage.firstRenderMs") / 1000
     assert "16384 LUN paths" in b.text("#lun-count").replace(",", "")
     assert "4096 logical units" in b.text("#lun-count").replace(",", "")
