@@ -24,12 +24,16 @@ class Modal {
         this.opener = null;
         this.jobOperation = "";
         this.jobsBefore = new Set();
-        for (const b of this.box.querySelectorAll(".dialog-close, footer .pf-m-link"))
-            b.addEventListener("click", () => this.close());
+        // While its call runs a dialog stays: closed, it could be opened and submitted again
+        // with the first call still running (two vHBAs for one click).
+        this.closers = [...this.box.querySelectorAll(".dialog-close, footer .pf-m-link")];
+        for (const b of this.closers)
+            b.addEventListener("click", () => this.busy || this.close());
         this.backdrop.addEventListener("keydown", ev => {
             if (ev.key === "Escape") {
                 ev.preventDefault();
-                this.close();
+                if (!this.busy)
+                    this.close();
             }
         });
         this.form.addEventListener("submit", ev => {
@@ -73,7 +77,7 @@ class Modal {
         this.submit.replaceChildren(...(busy ? [h("span", { class: "pf-c-button__progress" }, spinner("md"))] : []),
                                     this.submitText);
         this.submit.setAttribute("aria-busy", busy ? "true" : "false");
-        for (const el of this.form.querySelectorAll("input, select"))
+        for (const el of [...this.form.querySelectorAll("input, select"), ...this.closers])
             el.disabled = busy;
         if (busy)
             this.submit.disabled = true;
@@ -120,7 +124,11 @@ class Modal {
         }
         if (seq === this.seq)
             this.close();
-        onSuccess(result);
+        try {
+            onSuccess(result);
+        } catch (ex) {                 // the call worked; only showing its result failed
+            showPageError(ex, what);
+        }
     }
 
     /* The progress of this dialog's call, from its Job object if it has one. */
@@ -133,8 +141,9 @@ class Modal {
             return;
         }
         const running = ctx.store.list(IFACE.job).filter(j => j.Operation === this.jobOperation);
+        // Only a job that appeared after the call began: another user's job of the same kind
+        // is not this dialog's progress.
         const job = running.find(j => !this.jobsBefore.has(j.path) && !j.Finished) ||
-                    running.find(j => !j.Finished) ||
                     running.find(j => !this.jobsBefore.has(j.path));
         const pct = job ? (job.Finished ? 100 : jobPercent(job.Progress)) : 0;
         const text = jobDescription(ctx.store, job || { Operation: this.jobOperation });
@@ -189,9 +198,10 @@ export function createDialogs(ctx) {
     scan.onSubmit = function () {
         const hostPath = scanHost.value;
         const options = {};
-        const luns = unchecked() ? rawLunList(scanLuns.value) : parseLunList(scanLuns.value).luns;
-        if (luns && luns.length)
-            options.luns = { t: "at", v: luns };
+        const luns = unchecked() ? rawLunList(scanLuns.value)
+            : { t: "at", v: parseLunList(scanLuns.value).luns };
+        if (luns.v && luns.v.length)
+            options.luns = luns;
         const target = hostPath
             ? () => call(hostPath, IFACE.host, "Scan", [options], A_SV)
             : () => call(MANAGER, IFACE.manager, "ScanAll", [options], A_SV);
@@ -262,11 +272,19 @@ export function createDialogs(ctx) {
     /* Multipath settings */
     const mFriendly = $("#mpath-friendly");
     const mFind = $("#mpath-find");
+    let mpathShown = {};
     mpath.onSubmit = function () {
-        const config = {
-            user_friendly_names: { t: "b", v: mFriendly.checked },
-            find_multipaths: { t: "s", v: mFind.value },
-        };
+        // Only what the user changed: the dialog shows the values in force, which may come from
+        // the admin's multipath.conf; writing them back into sanbusd's drop-in would pin them.
+        const config = {};
+        if (mFriendly.checked !== mpathShown.friendly)
+            config.user_friendly_names = { t: "b", v: mFriendly.checked };
+        if (mFind.value !== mpathShown.find)
+            config.find_multipaths = { t: "s", v: mFind.value };
+        if (Object.keys(config).length === 0) {
+            this.close();
+            return;
+        }
         this.run(ctx, "changing the multipath settings",
                  () => call(MANAGER, IFACE.manager, "SetMultipathConfig", [config, {}], "a{sv}a{sv}"),
                  () => {});
@@ -277,6 +295,7 @@ export function createDialogs(ctx) {
         mFriendly.checked = Boolean(conf.UserFriendlyNames);
         const find = FIND_MULTIPATHS.includes(conf.FindMultipaths) ? conf.FindMultipaths : "strict";
         mFind.value = find;
+        mpathShown = { friendly: mFriendly.checked, find: mFind.value };
         $("#mpath-dropin").textContent = conf.DropIn
             ? `Written to ${conf.DropIn}; /etc/multipath.conf is left as it is.` : "";
         mpath.open();

@@ -43,14 +43,13 @@ test("parseLunList: the daemon's range 0..16383 and at most 4096 per scan", () =
     assert.match(parseLunList(`0-${MAX_LUN}`).error, /Too many/);
     // overlapping ranges are not "too many"
     assert.equal(parseLunList(`0-4095, 100-200`).luns.length, MAX_LUNS_PER_SCAN);
+    assert.equal(parseLunList(`0-4000, 3000-4095`).luns.length, MAX_LUNS_PER_SCAN);
 });
 
-test("rawLunList: what the unchecked scan sends, NaN included", () => {
-    assert.deepEqual(rawLunList("27, 28"), [27, 28]);
-    assert.deepEqual(rawLunList(""), []);
-    const r = rawLunList("27,x");
-    assert.equal(r[0], 27);
-    assert.ok(Number.isNaN(r[1]));
+test("rawLunList: what the unchecked scan sends: numbers as at, anything else as strings", () => {
+    assert.deepEqual(rawLunList("27, 28"), { t: "at", v: [27, 28] });
+    assert.deepEqual(rawLunList(""), { t: "at", v: [] });
+    assert.deepEqual(rawLunList("27,x"), { t: "as", v: ["27", "x"] });
 });
 
 test("parseWwn: 16 hex digits, 0x, colons and upper case accepted", () => {
@@ -207,6 +206,13 @@ test("describeError: D-Bus errors in words", () => {
     assert.match(ia.title, /Invalid input/);
     assert.equal(describeError({ name: "org.example.SanStorage.Error.Failed", message: "x" }, "doing it").title,
                  "Doing it failed");
+});
+
+test("describeError: a dismissed authentication is not a missing right", () => {
+    const d = describeError({ name: "org.example.SanStorage.Error.NotAuthorizedDismissed", message: "m" },
+                            "scanning for LUNs");
+    assert.match(d.title, /^Cancelled/);
+    assert.equal(d.hint, "");
 });
 
 test("describeError: channel failures have only a problem", () => {

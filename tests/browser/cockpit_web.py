@@ -195,6 +195,11 @@ class Browser:
     def one(self, selector: str) -> WebElement:
         return self.wait(lambda: self.css(selector), f"element {selector}")[0]
 
+    def shown(self, selector: str) -> WebElement:
+        """Wait until the element is displayed (a dialog's markup is always there, hidden)."""
+        return self.wait(lambda: [e for e in self.css(selector) if e.is_displayed()],
+                         f"{selector} shown")[0]
+
     def text(self, selector: str) -> str:
         for _ in range(20):
             try:

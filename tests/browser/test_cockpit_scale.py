@@ -1,6 +1,7 @@
 """The page at the benchmark's size: 8 FC ports, 4,096 WWIDs on 4 paths each = 16,384 LUN paths.
-It prints how long its first full render took (the target is 2 s; bench/ holds targets, this
-test holds behaviour) and checks that it stays usable: paging and filtering answer at once."""
+It prints how long its first full render took (the target is 2 s; bench/cockpit_page.py holds
+targets, this test holds behaviour) and checks that the page holds one page of units, not all,
+and that paging and filtering work at that size (their times are printed too)."""
 
 from __future__ import annotations
 
@@ -37,11 +38,13 @@ def test_16384_lun_paths_render_and_stay_responsive(browser, web_users, big_daem
     # As a user does: the shell's Overview first, then "SAN storage" in its menu.
     b.wait(lambda: b.css("iframe[name='cockpit1:localhost/system']"), "the Overview")
     wall = b.open_page(from_menu=True)
-    first = b.driver.execute_script("return window.sanPage.firstRenderMs") / 1000
+    first_ms = b.driver.execute_script("return window.sanPage.firstRenderMs")
+    assert first_ms, "the page did not record its first full render"
+    first = first_ms / 1000
     assert "16384 LUN paths" in b.text("#lun-count").replace(",", "")
     assert "4096 logical units" in b.text("#lun-count").replace(",", "")
     shown = len(b.css("#luns tbody[data-wwid]"))
-    assert 0 < shown <= 100                       # paged: the DOM holds one page, not 4,096
+    assert shown == 50                            # paged: the DOM holds one page, not 4,096
     b.screenshot("scale-opened")
 
     info = b.text("#lun-pager .page-info")

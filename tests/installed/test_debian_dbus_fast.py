@@ -191,7 +191,10 @@ def test_the_daemon_on_debians_dbus_fast_says_what_it_fixed_and_stays_up(served)
 
 def test_getmanagedobjects_is_the_same_on_both(served):
     newest, debian = served["newest"], served["debian"]
-    assert debian["objects"] == newest["objects"]
+    differ = {p: (newest["objects"].get(p), debian["objects"].get(p))
+              for p in newest["objects"].keys() | debian["objects"].keys()
+              if newest["objects"].get(p) != debian["objects"].get(p)}
+    assert not differ, differ               # (newest, debian) for each object that differs
     assert debian["order"] == newest["order"]
     models = {o["org.example.SanStorage.Lun"]["Model"] for o in newest["objects"].values()
               if "org.example.SanStorage.Lun" in o}
