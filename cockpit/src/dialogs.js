@@ -272,6 +272,7 @@ export function createDialogs(ctx) {
     /* Multipath settings */
     const mFriendly = $("#mpath-friendly");
     const mFind = $("#mpath-find");
+    mpath.waitText = "multipathd is reloading its configuration…";
     let mpathShown = {};
     mpath.onSubmit = function () {
         // Only what the user changed: the dialog shows the values in force, which may come from

@@ -62,15 +62,18 @@ def ensure_user(name: str, groups: tuple[str, ...] = ()) -> WebUser:
     return WebUser(name, password, home)
 
 
-def install_page_for(user: WebUser, bus_socket: str) -> None:
-    """The page as a developer installs it (~/.local/share/cockpit/<pkg>), and the bus."""
+def install_page_for(user: WebUser, bus_socket: str, extra_env: dict[str, str] | None = None
+                     ) -> None:
+    """The page as a developer installs it (~/.local/share/cockpit/<pkg>), and the bus (plus
+    `extra_env` for the user's next Cockpit sessions)."""
     if not (PAGE_BUILD / "manifest.json").exists():
         raise AssertionError(f"{PAGE_BUILD} is not built: run bash cockpit/build.sh")
     dest = user.home / ".local" / "share" / "cockpit" / PKG
     shutil.rmtree(dest, ignore_errors=True)
     shutil.copytree(PAGE_BUILD, dest)
+    env = {"DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={bus_socket}", **(extra_env or {})}
     (user.home / ".pam_environment").write_text(
-        f"DBUS_SYSTEM_BUS_ADDRESS DEFAULT=unix:path={bus_socket}\n")
+        "".join(f"{k} DEFAULT={v}\n" for k, v in env.items()))
     subprocess.run(["chown", "-R", f"{user.name}:{user.name}", str(user.home)], check=True)
 
 
