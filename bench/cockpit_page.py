@@ -17,6 +17,7 @@ Run as root after `bash packaging/setup-dev.sh --tests` (it uses the test users'
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
@@ -28,11 +29,11 @@ from pathlib import Path
 TOP = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(TOP / "tests"), str(TOP / "tests" / "browser")]
 
-from cockpit_web import (CONDITION, Browser, CockpitWs, ensure_user,  # noqa: E402
-                         install_page_for, kill_sessions, remove_page_for, start_chromium)
+from cockpit_web import (Browser, CockpitWs, ensure_user, install_page_for,  # noqa: E402
+                         kill_sessions, page_condition, remove_page_for, socket_path,
+                         start_chromium)
 from sanbus_testing import start_daemon  # noqa: E402
 
-from sanbusd.bus.contract import data_dir  # noqa: E402
 from sanbusd.devbus import PrivateBus  # noqa: E402
 from sanbusd.sim.generate import generate  # noqa: E402
 
@@ -57,12 +58,11 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="sanbusd-bench-cockpit."))
     work.chmod(0o755)
-    made_condition = not CONDITION.exists()
+    cleanup = contextlib.ExitStack()
     bus = daemon = ws = drv = user = None
     results: dict = {}
     try:
-        if made_condition:
-            shutil.copy(data_dir() / "org.example.SanStorage.conf", CONDITION)
+        cleanup.enter_context(page_condition())
         fabric = work / "fabric.toml"
         fabric.write_text(generate(args.hosts, args.paths, 1, args.wwids, 0))
         bus = PrivateBus(str(work / "bus")).start()
@@ -75,7 +75,7 @@ def main() -> int:
         # allocator off (G_SLICE=always-malloc; GLib >= 2.76 has no slice allocator), which is
         # what makes the same bridge slower load after load.
         for mode, env in (("default", {}), ("g_slice_malloc", {"G_SLICE": "always-malloc"})):
-            install_page_for(user, str(work / "bus" / "system_bus_socket"), env)
+            install_page_for(user, socket_path(bus), env)
             drv = start_chromium(work / f"profile-{mode}")
             b = Browser(drv, ws.base, work / "shots")
             b.login(user)
@@ -125,8 +125,7 @@ def main() -> int:
             daemon.stop()
         if bus is not None:
             bus.stop()
-        if made_condition:
-            CONDITION.unlink(missing_ok=True)
+        cleanup.close()
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"Cockpit page, {results['lun_paths']} LUN paths ({results['objects']} objects), "

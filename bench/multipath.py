@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import socket
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +38,7 @@ from dbus_fast._private.marshaller import Marshaller  # noqa: E402
 from sanbusd import client  # noqa: E402
 from sanbusd.cli.sim import request as sim_request  # noqa: E402
 from sanbusd.devbus import PrivateBus  # noqa: E402
+from simdaemon import start  # noqa: E402
 from sanbusd.sim.generate import generate  # noqa: E402
 
 ROOT = "/org/example/SanStorage"
@@ -63,21 +62,6 @@ def mpathd(sock: str, cmd: str) -> tuple[float, int]:
                 break
             got += len(chunk)
     return time.perf_counter() - t, got
-
-
-def start(bus: PrivateBus, fabric: Path, sim_dir: Path) -> tuple[subprocess.Popen, float]:
-    r, w = os.pipe()
-    t0 = time.monotonic()
-    p = subprocess.Popen([sys.executable, "-m", "sanbusd", "--simulate", str(fabric),
-                          "--sim-dir", str(sim_dir), "--bus", bus.address, "--ready-fd", str(w)],
-                         env=bus.env(), pass_fds=(w,),
-                         stdout=open(sim_dir.parent / "sanbusd.log", "ab"),
-                         stderr=subprocess.STDOUT)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        if f.readline() != b"ready\n":
-            raise SystemExit(f"sanbusd did not start; see {sim_dir.parent / 'sanbusd.log'}")
-    return p, time.monotonic() - t0
 
 
 async def create_all(address: str) -> tuple[float, int]:

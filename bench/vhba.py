@@ -31,6 +31,7 @@ from dbus_fast import Variant  # noqa: E402
 
 from sanbusd import client  # noqa: E402
 from sanbusd.devbus import PrivateBus  # noqa: E402
+from simdaemon import start  # noqa: E402
 from sanbusd.sim.generate import small_fc_fabric_toml  # noqa: E402
 
 ROOT = "/org/example/SanStorage"
@@ -42,21 +43,6 @@ def fabric(parents: int, max_vports: int, delay: float, zoned: list[str]) -> str
     return small_fc_fabric_toml(hosts=parents, scan_delay=0.01, max_npiv_vports=max_vports,
                                 switch_npiv=True, login_delay=delay,
                                 zoned={1: zoned} if zoned else None)
-
-
-def start(bus: PrivateBus, fabric_file: Path, sim_dir: Path, *extra: str) -> tuple[subprocess.Popen, float]:
-    r, w = os.pipe()
-    t0 = time.monotonic()
-    p = subprocess.Popen([sys.executable, "-m", "sanbusd", "--simulate", str(fabric_file),
-                          "--sim-dir", str(sim_dir), "--bus", bus.address, "--ready-fd", str(w),
-                          *extra], env=bus.env(), pass_fds=(w,),
-                         stdout=open(sim_dir.parent / "sanbusd.log", "ab"),
-                         stderr=subprocess.STDOUT)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        if f.readline() != b"ready\n":
-            raise SystemExit(f"sanbusd did not start; see {sim_dir.parent / 'sanbusd.log'}")
-    return p, time.monotonic() - t0
 
 
 def stop(p: subprocess.Popen) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
+import re
 import select
 import signal
 import subprocess
@@ -220,3 +221,26 @@ def fc_fabric(path: Path, **kw) -> Path:
     and the benchmarks use): `hosts` FC ports (WWPN 100000000000000N) zoned to `array_ports`
     ports of one array (50000000000000N1) whose `luns` are masked to all of them."""
     return small_fc_fabric(path, **kw)
+
+
+# A CSS url(), quoted either way or bare.
+CSS_URL = re.compile(r"""url\(\s*(?:"([^"]*)"|'([^']*)'|([^'")\s]*))\s*\)""")
+
+
+def css_references(root: Path) -> dict[str, set[str]]:
+    """Every url() of every CSS file under root (the Cockpit page as built or as shipped),
+    resolved to a path relative to root (absolute when it leads outside), per CSS file. An
+    absolute URL fails: Cockpit's Content-Security-Policy would block it."""
+    refs: dict[str, set[str]] = {}
+    for css in sorted(root.rglob("*.css")):
+        rel = str(css.relative_to(root))
+        refs[rel] = set()
+        for m in CSS_URL.finditer(css.read_text(encoding="utf-8")):
+            url = next(g for g in m.groups() if g is not None)
+            if url.startswith(("data:", "#")):       # inline data; an element of the document
+                continue
+            assert not re.match(r"[A-Za-z][A-Za-z0-9+.-]*:|/", url), f"{rel}: absolute url({url})"
+            target = (css.parent / re.split(r"[?#]", url)[0]).resolve()
+            inside = target.is_relative_to(root.resolve())
+            refs[rel].add(str(target.relative_to(root.resolve())) if inside else str(target))
+    return refs

@@ -11,14 +11,13 @@ const ICONS = {
 };
 
 /* A PF alert. `onClose`: show a close button that calls it. */
-export function alertBox({ variant = "danger", title, lines = [], inline = false, onClose, cls,
-    titleId }) {
+export function alertBox({ variant = "danger", title, lines = [], inline = false, onClose, cls }) {
     const box = h("div", {
         class: ["pf-c-alert", `pf-m-${variant}`, inline && "pf-m-inline", cls],
         "aria-label": `${variant} alert`,
     },
     h("div", { class: "pf-c-alert__icon" }, icon(`fa-fw ${ICONS[variant]}`)),
-    h("p", { class: "pf-c-alert__title", id: titleId },
+    h("p", { class: "pf-c-alert__title" },
       h("span", { class: "pf-screen-reader" }, `${variant} alert: `), title));
     if (onClose) {
         box.append(h("div", { class: "pf-c-alert__action" },

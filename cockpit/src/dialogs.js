@@ -6,7 +6,7 @@ import { IFACE, MANAGER, FIND_MULTIPATHS, parseLunList, rawLunList, checkWwnPair
     from "./model.js";
 import { h, $, spinner, progress } from "./dom.js";
 import { errorAlert, showPageError } from "./alerts.js";
-import { hostName, jobDescription } from "./views.js";
+import { TRANSPORTS, hostName, jobDescription } from "./views.js";
 
 const A_SV = "a{sv}";
 
@@ -162,7 +162,7 @@ function setFieldError(input, errorEl, message) {
 function hostOption(store, host, selected) {
     const fc = store.get(host.path, IFACE.fc);
     const extra = fc?.WWPN ? ` – ${fc.WWPN}` : "";
-    const kind = { fc: "FC", iscsi: "iSCSI", sas: "SAS" }[host.Transport] || host.Transport;
+    const kind = TRANSPORTS[host.Transport] || host.Transport;
     return h("option", { value: host.path, selected: host.path === selected },
              `${host.Name} (${kind}${extra})`);
 }

@@ -8,23 +8,29 @@ import { alertBox } from "./alerts.js";
 
 const PER_PAGE = 50;
 const JOB_DONE_VISIBLE_MS = 5000;
-const TRANSPORTS = { fc: "FC", iscsi: "iSCSI", sas: "SAS", other: "Other" };
+export const TRANSPORTS = { fc: "FC", iscsi: "iSCSI", sas: "SAS", other: "Other" };
 const OPERATIONS = { scan: "Scanning for LUNs", "multipath-create": "Creating multipath maps" };
 
 function lastElement(path) {
     return String(path).split("/").pop();
 }
 
-export function hostName(store, path) {
+/* An object's Name, or the last element of its path while it is not (or no longer) known. */
+function nameOf(store, path, iface) {
     if (!path || path === "/")
         return "";
-    return store.get(path, IFACE.host)?.Name || lastElement(path);
+    return store.get(path, iface)?.Name || lastElement(path);
 }
 
-function mapName(store, path) {
-    if (!path || path === "/")
-        return "";
-    return store.get(path, IFACE.map)?.Name || lastElement(path);
+export const hostName = (store, path) => nameOf(store, path, IFACE.host);
+const mapName = (store, path) => nameOf(store, path, IFACE.map);
+
+/* Flip `key` in one of the page's expanded/collapsed sets, and redraw. */
+function toggler(ctx, set, key) {
+    return () => {
+        set.has(key) ? set.delete(key) : set.add(key);
+        ctx.requestRender();
+    };
 }
 
 function stateLabel(state, cls = "") {
@@ -161,11 +167,7 @@ export function renderHosts(ctx) {
 }
 
 function buildHost(ctx, { host, fc, rports, expanded }) {
-    const toggle = () => {
-        const set = ctx.ui.hostCollapsed;
-        set.has(host.path) ? set.delete(host.path) : set.add(host.path);
-        ctx.requestRender();
-    };
+    const toggle = toggler(ctx, ctx.ui.hostCollapsed, host.path);
     const npiv = fc?.NpivCapable ? `${fc.VportsInUse} / ${fc.MaxVports}` : "";
     const name = h("td", { dataset: { label: "Name" } }, h("span", { class: "host-name" }, host.Name));
     if (host.RescanSuggested)
@@ -249,11 +251,7 @@ export function renderLuns(ctx) {
 }
 
 function buildLunGroup(ctx, { g, isNew, expanded, paths, map }) {
-    const toggle = () => {
-        const set = isNew ? ctx.ui.lunCollapsedNew : ctx.ui.lunExpanded;
-        set.has(g.key) ? set.delete(g.key) : set.add(g.key);
-        ctx.requestRender();
-    };
+    const toggle = toggler(ctx, isNew ? ctx.ui.lunCollapsedNew : ctx.ui.lunExpanded, g.key);
     const wwid = h("td", { dataset: { label: "WWID" }, class: "san-mono lun-wwid" },
                    g.wwid || h("span", { class: "san-muted" }, "no WWID"));
     if (isNew)
@@ -311,11 +309,7 @@ export function renderMaps(ctx) {
 }
 
 function buildMap(ctx, { m, paths, expanded }) {
-    const toggle = () => {
-        const set = ctx.ui.mapCollapsed;
-        set.has(m.path) ? set.delete(m.path) : set.add(m.path);
-        ctx.requestRender();
-    };
+    const toggle = toggler(ctx, ctx.ui.mapCollapsed, m.path);
     const healthColor = { healthy: "green", degraded: "orange", failed: "red" }[m.Health] || "grey";
     const features = [m.Features, m.HwHandler].filter(Boolean).join(" / ");
     const row = h("tr", { class: "map-summary" },
@@ -394,7 +388,7 @@ export function renderJobs(ctx) {
 
 export function jobDescription(store, job) {
     const what = OPERATIONS[job.Operation] || job.Operation || "Job";
-    const objects = (job.Objects || []).map(p => hostName(store, p) || lastElement(p));
+    const objects = (job.Objects || []).map(p => hostName(store, p));
     const on = objects.length && objects.length <= 4 ? ` (${objects.join(", ")})` : "";
     return what + on;
 }

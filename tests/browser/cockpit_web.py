@@ -9,6 +9,7 @@ gets DBUS_SYSTEM_BUS_ADDRESS there. The page itself is unchanged: {bus: "system"
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import secrets
@@ -25,6 +26,9 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
+
+from sanbusd.bus.contract import data_dir
+from sanbusd.devbus import PrivateBus
 
 TOP = Path(__file__).resolve().parents[2]
 PAGE_BUILD = TOP / "cockpit" / "dist"
@@ -87,6 +91,26 @@ def remove_page_for(user: WebUser) -> None:
     kill_sessions(user)
     shutil.rmtree(user.home / ".local" / "share" / "cockpit" / PKG, ignore_errors=True)
     (user.home / ".pam_environment").unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def page_condition():
+    """The manifest's condition (sanbusd's bus policy installed), made while inside when the
+    machine has no sanbusd package, and removed again."""
+    made = not CONDITION.exists()
+    if made:
+        CONDITION.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(data_dir() / "org.example.SanStorage.conf", CONDITION)
+    try:
+        yield CONDITION
+    finally:
+        if made:
+            CONDITION.unlink(missing_ok=True)
+
+
+def socket_path(bus: PrivateBus) -> str:
+    """The bus's socket, for ~/.pam_environment (the address without its guid)."""
+    return bus.address.split("path=", 1)[1].split(",", 1)[0]
 
 
 def free_port() -> int:

@@ -8,7 +8,6 @@ condition file when the tests made it).
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -17,48 +16,37 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cockpit_web import (  # noqa: E402
-    ARTIFACTS, CONDITION, Browser, CockpitWs, ensure_user, install_page_for, kill_sessions,
-    remove_page_for, start_chromium)
-
-from sanbusd.bus.contract import data_dir  # noqa: E402
+    ARTIFACTS, Browser, CockpitWs, ensure_user, install_page_for, kill_sessions, page_condition,
+    remove_page_for, socket_path, start_chromium)
 
 SUDOERS_DROPIN = Path("/etc/sudoers.d/zz-sanbusd-browser-tests")
 
 
 @pytest.fixture(scope="module")
-def page_condition():
-    """The manifest's condition (sanbusd's bus policy installed); made here when the machine
-    has no sanbusd package, and removed again."""
-    made = not CONDITION.exists()
-    if made:
-        CONDITION.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(data_dir() / "org.example.SanStorage.conf", CONDITION)
-    yield CONDITION
-    if made:
-        CONDITION.unlink(missing_ok=True)
+def condition():
+    with page_condition() as path:
+        yield path
 
 
 @pytest.fixture(scope="module")
-def web_users(system_bus, page_condition):
+def web_users(system_bus, condition):
     """sanweb may manage SAN storage (group sanadmin's polkit rule); sanguest may only look."""
-    socket_path = system_bus.address.split("path=", 1)[1].split(",", 1)[0]
     users = {"admin": ensure_user("sanweb", ("sanadmin",)), "guest": ensure_user("sanguest")}
     for u in users.values():
-        install_page_for(u, socket_path)
+        install_page_for(u, socket_path(system_bus))
     yield users
     for u in users.values():
         remove_page_for(u)
 
 
 @pytest.fixture(scope="module")
-def sudo_user(system_bus, page_condition):
+def sudo_user(system_bus, condition):
     """A sudo-group user without the sanadmin rule: with Cockpit's administrative access on,
     the page's superuser:"try" channel runs through a root bridge (sudo), and polkitd grants
     uid 0. sudo's env_reset would drop the private bus's address (a real system bus needs
     none of this), so this test-only drop-in keeps it."""
-    socket_path = system_bus.address.split("path=", 1)[1].split(",", 1)[0]
     user = ensure_user("sanwebsudo", ("sudo",))
-    install_page_for(user, socket_path)
+    install_page_for(user, socket_path(system_bus))
     SUDOERS_DROPIN.write_text('Defaults env_keep += "DBUS_SYSTEM_BUS_ADDRESS"\n')
     SUDOERS_DROPIN.chmod(0o440)
     yield user

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from sanbus_testing import CSS_URL as URL, css_references
+
 TOP = Path(__file__).resolve().parents[2]
 COCKPIT = TOP / "cockpit"
-URL = re.compile(r"""url\(\s*(?:"([^"]*)"|'([^']*)'|([^'")\s]*))\s*\)""")
 FONT_SUFFIXES = (".woff2", ".woff", ".ttf", ".otf", ".eot")
 
 if shutil.which("npm") is None and not (COCKPIT / "node_modules").is_dir():
@@ -37,23 +38,6 @@ def build(out: Path) -> str:
 def files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
             if p.is_file()}
-
-
-def css_references(dist: Path) -> dict[str, set[str]]:
-    """Every url() of every CSS file in dist, resolved to a path relative to dist, per file."""
-    refs: dict[str, set[str]] = {}
-    for css in sorted(dist.rglob("*.css")):
-        rel = str(css.relative_to(dist))
-        refs[rel] = set()
-        for m in URL.finditer(css.read_text(encoding="utf-8")):
-            url = next(g for g in m.groups() if g is not None)
-            if url.startswith(("data:", "#")):       # inline data; an element of the document
-                continue
-            assert not re.match(r"[A-Za-z][A-Za-z0-9+.-]*:|/", url), f"{rel}: absolute url({url})"
-            target = (css.parent / re.split(r"[?#]", url)[0]).resolve()
-            refs[rel].add(str(target.relative_to(dist.resolve())) if target.is_relative_to(
-                dist.resolve()) else str(target))
-    return refs
 
 
 @pytest.fixture(scope="module")
