@@ -145,6 +145,12 @@ def _states_match(m: MultipathMap, states: dict[str, tuple[str, str, str]]) -> b
     return all(states.get(dev, seen.get(dev)) == seen.get(dev) for dev in m.slaves)
 
 
+def _in_use(name: str, users: list[str]) -> errors.SanError:
+    return errors.Busy(f"multipath map {name} is in use by {', '.join(users)}; stop using it "
+                       "first (unmount it, shut the VM down), or pass deferred=true to remove "
+                       "it when it is closed")
+
+
 class MultipathOps:
     def __init__(self, backend: Backend, state: State, jobs: Jobs, settings: Settings,
                  client: MultipathdClient, lun_ops: LunOps) -> None:
@@ -368,16 +374,16 @@ class MultipathOps:
                      ", ".join(users))
             return
         if users:
-            raise errors.Busy(f"multipath map {name} is in use by {', '.join(users)}; stop "
-                              "using it first (unmount it, shut the VM down), or pass "
-                              "deferred=true to remove it when it is closed")
+            raise _in_use(name, users)
         # "del map" takes the device-mapper name (not dm-N, not the WWID).
         reply = await self._ask(self.client.del_map, name, doing=f"flushing {name}")
         if reply not in ("ok", "delayed"):
-            users = await asyncio.to_thread(self.backend.block_users, m.dm)
-            raise errors.Busy(f"multipathd refused to flush {name} (it answered {reply!r})"
-                              + (f": it is in use by {', '.join(users)}" if users else
-                                 ": it is probably in use; retry once it is closed"))
+            # A user seen only now (it opened the map meanwhile) gets the same answer as one
+            # seen before: who holds it, and what to do.
+            if users := await asyncio.to_thread(self.backend.block_users, m.dm):
+                raise _in_use(name, users)
+            raise errors.Busy(f"multipathd refused to flush {name} (it answered {reply!r}): "
+                              "it is probably in use; retry once it is closed")
         await self.state.pump.sync(Dirty.of(maps={m.dm}))
         wait = self.settings.settle_timeout
         if not await self.state.wait_for(lambda: m.dm not in self.state.inventory.maps, wait):
